@@ -1,0 +1,119 @@
+"""``build-dataset``: image sources into validated WebDataset shards with a Parquet index."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from flows.progress import track
+from infra.runners import task_runner
+from koala import storage
+from tasks.images import ImageLimits
+from tasks.ingest import chunk_fingerprint, chunk_paths, ingest_chunk
+from tasks.quality import validate_dataset_index
+from tasks.shards import (
+    missing_chunk_tars,
+    parse_splits,
+    plan_dataset,
+    run_stats,
+    shard_jobs,
+    write_index,
+    write_shard,
+)
+from tasks.sources import enumerate_inputs
+
+_opts = {"cache_policy": NO_CACHE, "persist_result": False}
+ingest_task = task(ingest_chunk, name="ingest-chunk", retries=1, **_opts)
+write_shard_task = task(write_shard, name="write-shard", retries=1, **_opts)
+validate_task = task(validate_dataset_index, name="validate-dataset-index", **_opts)
+
+
+def preflight(sources: list[str], out: str, splits: str) -> dict[str, float]:
+    """Checks that fail at once, before any work: output writable, split ratios valid."""
+    ratios = parse_splits(splits)
+    storage.check_writable(out)
+    return ratios
+
+
+@flow(name="build-dataset", task_runner=task_runner(), log_prints=True)
+def build_dataset(
+    sources: list[str],
+    out: str,
+    shard_size: int = 1000,
+    splits: str = "0.9,0.05,0.05",
+    chunk_size: int = 256,
+    min_side: int = 64,
+    max_pixels: int = 89_478_485,
+    max_rejected_fraction: float = 0.5,
+    keep_staging: bool = False,
+) -> dict:
+    """Ingest ``sources`` into ``out``: ``shards/{split}-{n}.tar``, ``index.parquet``, stats JSON.
+
+    Resumable: finished chunks and shards are reused, so a rerun after a crash completes the
+    work and gives the same keys, splits and index as an uninterrupted run.
+    """
+    log = get_run_logger()
+    t0 = time.perf_counter()
+    ratios = preflight(sources, out, splits)
+    staging = storage.join(out, "_staging")
+    limits = ImageLimits(min_side=min_side, max_pixels=max_pixels)
+    inputs = enumerate_inputs(sources, staging)
+    chunks = [inputs[i : i + chunk_size] for i in range(0, len(inputs), chunk_size)]
+    log.info("%d inputs from %d source(s) in %d chunk(s)", len(inputs), len(sources), len(chunks))
+
+    futures = [ingest_task.submit(i, c, staging, limits) for i, c in enumerate(chunks)]
+    results = list(
+        track(
+            futures,
+            "ingest",
+            lambda r: (
+                f"chunk {r['chunk']}: {r['accepted']}/"
+                f"{r['inputs']} accepted" + (" (reused)" if r["skipped"] else "")
+            ),
+        )
+    )
+    del results
+    staged = [chunk_paths(staging, i, chunk_fingerprint(c, limits)) for i, c in enumerate(chunks)]
+    records = pd.concat([pd.read_parquet(p) for _, p in staged], ignore_index=True)
+    index = plan_dataset(records, ratios, shard_size)
+    jobs = shard_jobs(index, {i: t for i, (t, _) in enumerate(staged)}, chunk_size)
+    restage = sorted(missing_chunk_tars(out, jobs, staged))
+    if restage:  # a shard is incomplete and its staged images were already cleaned up
+        log.info("re-staging %d chunk(s) whose images are needed again", len(restage))
+        again = [ingest_task.submit(i, chunks[i], staging, limits, force=True) for i in restage]
+        list(track(again, "re-ingest", lambda r: f"chunk {r['chunk']}"))
+
+    futures = [write_shard_task.submit(out, job) for job in jobs]
+    shard_stats = list(
+        track(
+            futures,
+            "shards",
+            lambda s: (
+                f"{s['shard']}: {s['count']} samples"
+                + (" (already complete)" if s.get("skipped") else "")
+            ),
+        )
+    )
+    write_index(out, index)
+    stats = run_stats(index, shard_stats, time.perf_counter() - t0)
+    storage.atomic_write_bytes(
+        storage.join(out, "stats.json"), json.dumps(stats, indent=2).encode()
+    )
+    log.info(
+        "index: %d rows, %d accepted, rejected by reason: %s",
+        stats["inputs"],
+        stats["accepted"],
+        stats["reasons"],
+    )
+    stats["quality"] = validate_task(
+        index, ratios, min_side=min_side, max_rejected_fraction=max_rejected_fraction
+    )
+    if not keep_staging:  # keep the small chunk records so that a rerun is a no-op
+        for tar_url, _ in staged:
+            storage.remove(tar_url)
+    return stats

@@ -1,0 +1,1 @@
+"""How Koala is deployed: task runners, expectation suites, local stack scripts."""

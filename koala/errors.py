@@ -1,0 +1,13 @@
+"""User-facing errors: one line that names the input and the reason."""
+
+from __future__ import annotations
+
+
+class KoalaError(RuntimeError):
+    """An error caused by the user's input or setup; the CLI prints it as one line and exits 2."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

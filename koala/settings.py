@@ -1,0 +1,42 @@
+"""One typed settings object, read from ``KOALA_*`` environment variables (or a ``.env`` file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KoalaSettings(BaseSettings):
+    """Settings shared by every flow; each field maps to ``KOALA_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="KOALA_", env_file=".env", extra="ignore")
+
+    data_root: str = Field(
+        "data", description="Default dataset root: a local path or an fsspec URL (s3://...)."
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, moto, Ceph); None means AWS."
+    )
+    dask_address: str | None = Field(
+        None, description="Address of an existing Dask scheduler; None means run locally."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Torch device for models.")
+    http_concurrency: int = Field(16, ge=1, description="Parallel downloads per ingest task.")
+    http_timeout_s: float = Field(20.0, gt=0, description="Connect/read timeout per request.")
+    http_retries: int = Field(3, ge=1, description="Attempts per URL for transient errors.")
+    max_download_mb: float = Field(50.0, gt=0, description="Size cap for one downloaded file.")
+
+    def storage_options(self, url: str) -> dict:
+        """fsspec storage options for ``url`` (the S3 endpoint when one is configured)."""
+        if url.startswith(("s3://", "s3a://")) and self.s3_endpoint_url:
+            return {"client_kwargs": {"endpoint_url": self.s3_endpoint_url}}
+        return {}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> KoalaSettings:
+    """The process-wide settings (cached; call ``get_settings.cache_clear()`` after env changes)."""
+    return KoalaSettings()

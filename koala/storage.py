@@ -1,0 +1,151 @@
+"""fsspec helpers: every path may be a local path or a URL (``s3://``, ``http://``, chained ``tar://m::s3://...``).
+
+Writes are atomic: a local file is written beside its target and renamed over it; a remote object
+is written to a local temporary file and uploaded in one put, so readers never see a partial file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from koala.errors import KoalaError, one_line
+from koala.settings import get_settings
+
+
+class StorageError(KoalaError):
+    """A path that cannot be read or written, with the path and the reason in the message."""
+
+
+def configure_fsspec() -> None:
+    """Point every s3fs instance (chained URLs, Dask workers) at the configured endpoint."""
+    endpoint = get_settings().s3_endpoint_url
+    conf = fsspec.config.conf.setdefault("s3", {})
+    if endpoint:
+        conf["endpoint_url"] = endpoint
+    else:
+        conf.pop("endpoint_url", None)
+
+
+def is_local(url: str) -> bool:
+    """True for plain paths and ``file://`` URLs."""
+    return "://" not in url or url.startswith("file://")
+
+
+def local_path(url: str) -> str:
+    """The filesystem path of a local URL."""
+    return url[len("file://") :] if url.startswith("file://") else url
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts onto a local path or URL with ``/``."""
+    out = base.rstrip("/")
+    for part in parts:
+        out = f"{out}/{part.strip('/')}"
+    return out
+
+
+def get_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and the path inside it for ``url``."""
+    configure_fsspec()
+    return url_to_fs(url)
+
+
+def exists(url: str) -> bool:
+    """Whether a file or directory exists at ``url``."""
+    fs, path = get_fs(url)
+    return fs.exists(path)
+
+
+def read_bytes(url: str) -> bytes:
+    """The whole content of ``url``."""
+    configure_fsspec()
+    with fsspec.open(url, "rb") as f:
+        return f.read()
+
+
+def list_files(url: str, pattern: str = "*") -> list[str]:
+    """Sorted URLs of the files directly under ``url`` whose names match ``pattern``."""
+    fs, path = get_fs(url)
+    if not fs.exists(path):
+        return []
+    matches = fs.glob(f"{path.rstrip('/')}/{pattern}")
+    return sorted(_unstrip(url, fs, m) for m in matches)
+
+
+def _unstrip(url: str, fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """Give ``path`` (as ``fs`` names it) the protocol of ``url`` back."""
+    if is_local(url):
+        return path
+    return fs.unstrip_protocol(path)
+
+
+def makedirs(url: str) -> None:
+    """Create a directory (no-op on object stores, which have none)."""
+    fs, path = get_fs(url)
+    fs.makedirs(path, exist_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_open(url: str, mode: str = "wb") -> Iterator[IO]:
+    """Open ``url`` for writing so that it appears whole or not at all.
+
+    Local targets are written to a temporary file in the same directory and renamed; remote
+    ones are written to a local temporary file and uploaded in one ``put`` when the block ends.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_open writes only, not mode {mode!r}")
+    if is_local(url):
+        target = Path(local_path(url))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            with open(tmp, mode) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return
+    fs, path = get_fs(url)
+    fd, tmp = tempfile.mkstemp(prefix="koala-", suffix=".part")
+    os.close(fd)
+    try:
+        with open(tmp, mode) as f:
+            yield f
+        fs.put_file(tmp, path)
+    finally:
+        os.unlink(tmp)
+
+
+def atomic_write_bytes(url: str, data: bytes) -> None:
+    """Write ``data`` to ``url`` atomically."""
+    with atomic_open(url, "wb") as f:
+        f.write(data)
+
+
+def remove(url: str, recursive: bool = False) -> None:
+    """Delete ``url`` if it exists."""
+    fs, path = get_fs(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=recursive)
+
+
+def check_writable(url: str) -> None:
+    """Fail with a one-line :class:`StorageError` unless a file can be written under ``url``."""
+    probe = join(url, f".koala-write-probe-{uuid.uuid4().hex[:8]}")
+    try:
+        makedirs(url)
+        atomic_write_bytes(probe, b"ok")
+        remove(probe)
+    except Exception as exc:
+        raise StorageError(f"output {url!r} is not writable: {one_line(exc)}") from exc

@@ -1,0 +1,1 @@
+"""The work of every stage as plain functions; flows wrap them as Prefect tasks."""

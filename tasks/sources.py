@@ -1,0 +1,333 @@
+"""Turn the user's ``--source`` arguments into an ordered list of inputs, before any work.
+
+A source is one of:
+
+* a local folder or an fsspec prefix (``s3://bucket/prefix/``): every file below it, recursively;
+* a URL list: ``.txt`` (one URI a line) or ``.csv``/``.parquet`` with a ``url`` column and an
+  optional ``caption`` column; entries are ``http(s)://`` URLs or fsspec URIs;
+* an archive: ``.tar``, ``.tar.gz``/``.tgz`` or ``.zip``, local, on S3 or over HTTP(S);
+* a preset: ``imagenet:PATH[?per_class=N&classes=FILE]`` (an ILSVRC ``train`` folder of
+  per-class folders or per-class tars) or ``flickr8k:PATH`` / ``flickr30k:PATH`` (a folder or
+  archive holding ``Images/`` and a captions file).
+
+Every input gets a stable key derived from its URI, so reruns and resumed runs agree.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import posixpath
+from collections import Counter
+from dataclasses import asdict, dataclass
+from urllib.parse import parse_qs
+
+import fsspec
+import pandas as pd
+
+from koala import storage
+from koala.errors import KoalaError, one_line
+from tasks.images import IMAGE_EXTENSIONS
+
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+LIST_SUFFIXES = (".txt", ".csv", ".parquet")
+PRESETS = ("imagenet", "flickr8k", "flickr30k")
+FETCHABLE_SCHEMES = ("http", "https")
+
+
+class SourceError(KoalaError):
+    """A ``--source`` that cannot be read: missing, empty or of an unsupported kind."""
+
+
+@dataclass(frozen=True)
+class InputRef:
+    """One input to ingest: where to read it and what we know about it beforehand."""
+
+    key: str
+    ordinal: int
+    uri: str
+    source: str
+    caption: str | None = None
+    captions: tuple[str, ...] = ()
+    label: str | None = None
+
+    def to_dict(self) -> dict:
+        """Plain-data form (lists, not tuples) for JSON and Parquet."""
+        d = asdict(self)
+        d["captions"] = list(self.captions)
+        return d
+
+
+def scheme(uri: str) -> str:
+    """The URL scheme of ``uri`` (``file`` for plain paths)."""
+    head, sep, _ = uri.partition("://")
+    return head.lower() if sep else "file"
+
+
+def check_scheme(uri: str, what: str) -> None:
+    """Raise :class:`SourceError` unless fsspec can open ``uri``'s scheme here."""
+    s = scheme(uri)
+    if s in FETCHABLE_SCHEMES or s == "file":
+        return
+    try:
+        fsspec.get_filesystem_class(s)
+    except (ValueError, ImportError) as exc:
+        raise SourceError(
+            f"{what} {uri!r}: unsupported URL scheme {s!r} ({one_line(exc)})"
+        ) from None
+
+
+def has_image_suffix(path: str) -> bool:
+    """Whether ``path`` ends in one of the supported image extensions."""
+    return posixpath.splitext(path.lower())[1] in IMAGE_EXTENSIONS
+
+
+def _is_hidden(path: str) -> bool:
+    return any(part.startswith(".") for part in path.split("/") if part)
+
+
+def _entries(uri: str, source: str, **extra) -> dict:
+    return {"uri": uri, "source": source, **extra}
+
+
+def _list_tree(url: str, source: str) -> list[dict]:
+    """All non-hidden files below a local folder or an fsspec prefix."""
+    fs, root = storage.get_fs(url)
+    files = sorted(fs.find(root))
+    root_clean = root.rstrip("/")
+    out = []
+    for f in files:
+        rel = f[len(root_clean) :].lstrip("/") if f.startswith(root_clean) else f
+        if _is_hidden(rel):
+            continue
+        uri = os.path.abspath(f) if storage.is_local(url) else fs.unstrip_protocol(f)
+        out.append(_entries(uri, source))
+    if not any(has_image_suffix(e["uri"]) for e in out):
+        raise SourceError(f"source {source!r}: no images found under {url}")
+    return out
+
+
+def _archive_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """An fsspec filesystem over an archive and the protocol prefix of its members."""
+    lower = url.lower()
+    protocol = "zip" if lower.endswith(".zip") else "tar"
+    compression = "gzip" if lower.endswith((".tar.gz", ".tgz")) else None
+    storage.configure_fsspec()
+    kwargs = {"compression": compression} if protocol == "tar" else {}
+    try:
+        fs = fsspec.filesystem(protocol, fo=url, **kwargs)
+    except Exception as exc:
+        raise SourceError(f"source {url!r}: cannot open archive ({one_line(exc)})") from None
+    return fs, protocol
+
+
+def _list_archive(url: str, source: str, subdir: str = "") -> list[dict]:
+    """Members of a tar or zip archive (below ``subdir``), as chained fsspec URIs."""
+    fs, protocol = _archive_fs(url)
+    members = sorted(m for m in fs.find(subdir) if not _is_hidden(m))
+    out = [_entries(f"{protocol}://{m}::{url}", source) for m in members]
+    if not any(has_image_suffix(e["uri"]) for e in out):
+        raise SourceError(f"source {source!r}: no images found in archive {url}")
+    return out
+
+
+def _read_url_list(url: str, source: str) -> list[dict]:
+    """Entries of a ``.txt``, ``.csv`` or ``.parquet`` URL list."""
+    lower = url.lower()
+    if lower.endswith(".txt"):
+        text = storage.read_bytes(url).decode("utf-8-sig")
+        rows = [{"url": line.strip()} for line in text.splitlines()]
+        rows = [r for r in rows if r["url"] and not r["url"].startswith("#")]
+    else:
+        if lower.endswith(".csv"):
+            frame = pd.read_csv(io.BytesIO(storage.read_bytes(url)), dtype=str)
+        else:
+            frame = pd.read_parquet(io.BytesIO(storage.read_bytes(url)))
+        if "url" not in frame.columns:
+            raise SourceError(
+                f"URL list {url!r} has no 'url' column (columns: {list(frame.columns)})"
+            )
+        keep = [c for c in ("url", "caption") if c in frame.columns]
+        rows = frame[keep].to_dict("records")
+    out = []
+    for row in rows:
+        u = str(row["url"]).strip()
+        if not u or u == "nan":
+            continue
+        cap = row.get("caption")
+        cap = None if cap is None or (isinstance(cap, float) and pd.isna(cap)) else str(cap)
+        out.append(_entries(u, source, caption=cap, captions=(cap,) if cap else ()))
+    if not out:
+        raise SourceError(f"source {source!r}: no images found in URL list {url}")
+    return out
+
+
+def _imagenet(path: str, source: str, per_class: int | None, classes: str | None) -> list[dict]:
+    """ILSVRC train layout: ``PATH/<wnid>/*.JPEG`` folders or ``PATH/<wnid>.tar`` per-class tars."""
+    fs, root = storage.get_fs(path)
+    if not fs.isdir(root):
+        raise SourceError(f"source {source!r}: {path} is not an ImageNet train folder")
+    wanted = None
+    if classes:
+        lines = storage.read_bytes(classes).decode().split("\n")
+        wanted = [ln.split()[0] for ln in lines if ln.strip() and not ln.startswith("#")]
+    entries = {posixpath.basename(p.rstrip("/")): p for p in fs.ls(root, detail=False)}
+    wnids = (
+        wanted
+        if wanted is not None
+        else sorted(
+            n[: -len(".tar")] if n.endswith(".tar") else n
+            for n in entries
+            if n.startswith("n") and (n.endswith(".tar") or fs.isdir(entries[n]))
+        )
+    )
+    out: list[dict] = []
+    for wnid in wnids:
+        base = storage.join(path, wnid)
+        if f"{wnid}.tar" in entries:
+            members = _list_archive(storage.join(path, f"{wnid}.tar"), source)
+        elif wnid in entries:
+            members = _list_tree(base, source)
+        else:
+            raise SourceError(f"source {source!r}: class {wnid} not found under {path}")
+        images = [m for m in members if has_image_suffix(m["uri"])]
+        for m in images[:per_class] if per_class else images:
+            out.append({**m, "label": wnid})
+    if not out:
+        raise SourceError(f"source {source!r}: no images found under {path}")
+    return out
+
+
+def _parse_captions(text: str) -> dict[str, list[str]]:
+    """Captions from Flickr's formats: ``image,caption`` CSV, ``image| n| caption``, or
+    ``image.jpg#n<TAB>caption`` (Flickr8k.token.txt)."""
+    caps: dict[str, list[str]] = {}
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if lines and "\t" in lines[0]:
+        for ln in lines:
+            name, _, cap = ln.partition("\t")
+            caps.setdefault(name.split("#")[0].strip(), []).append(cap.strip())
+        return caps
+    delimiter = "|" if "|" in lines[0] else ","
+    reader = csv.reader(lines[1:], delimiter=delimiter)
+    for row in reader:
+        if len(row) >= 2:
+            caps.setdefault(row[0].strip(), []).append(row[-1].strip())
+    return caps
+
+
+CAPTION_FILES = ("captions.txt", "results.csv", "Flickr8k.token.txt", "results_20130124.token")
+
+
+def _flickr(path: str, source: str) -> list[dict]:
+    """Flickr8k/30k: a folder or archive with ``Images/`` (any case) and a captions file."""
+    is_archive = path.lower().endswith(ARCHIVE_SUFFIXES)
+    if is_archive:
+        fs, protocol = _archive_fs(path)
+        root = ""
+        uri_of = lambda p: f"{protocol}://{p}::{path}"  # noqa: E731
+    else:
+        fs, root = storage.get_fs(path)
+        uri_of = (lambda p: p) if storage.is_local(path) else fs.unstrip_protocol
+    files = sorted(fs.find(root))
+    image_files = [f for f in files if has_image_suffix(f) and not _is_hidden(f)]
+    cap_files = [f for f in files if posixpath.basename(f) in CAPTION_FILES]
+    if not image_files:
+        raise SourceError(f"source {source!r}: no images found under {path}")
+    if not cap_files:
+        raise SourceError(
+            f"source {source!r}: no captions file ({', '.join(CAPTION_FILES)}) under {path}"
+        )
+    with fs.open(cap_files[0], "rb") as f:
+        caps = _parse_captions(f.read().decode("utf-8-sig"))
+    out = []
+    for f in image_files:
+        c = caps.get(posixpath.basename(f), [])
+        out.append(_entries(uri_of(f), source, caption=c[0] if c else None, captions=tuple(c)))
+    return out
+
+
+def _download_remote_archive(url: str, staging: str) -> str:
+    """Copy an HTTP(S) archive into the staging area once, so members can be read at random."""
+    from tasks.fetch import download_to  # local import: fetch depends on httpx
+
+    name = hashlib.sha256(url.encode()).hexdigest()[:16] + "-" + posixpath.basename(url)
+    target = storage.join(staging, "downloads", name)
+    if not storage.exists(target):
+        download_to(url, target)
+    return target
+
+
+def expand_source(spec: str, staging: str) -> list[dict]:
+    """Entries (uri, source, caption...) of one ``--source`` argument, in a stable order."""
+    spec = spec.strip()
+    head, sep, rest = spec.partition(":")
+    if sep and head.lower() in PRESETS and not rest.startswith("//"):
+        path, _, query = rest.partition("?")
+        params = {k: v[-1] for k, v in parse_qs(query).items()}
+        _require(path, spec)
+        if head.lower() == "imagenet":
+            per_class = int(params["per_class"]) if "per_class" in params else None
+            return _imagenet(path, spec, per_class, params.get("classes"))
+        return _flickr(path, spec)
+    check_scheme(spec, "source")
+    lower = spec.lower().rstrip("/")
+    if lower.endswith(ARCHIVE_SUFFIXES):
+        if scheme(spec) in FETCHABLE_SCHEMES:
+            return _list_archive(_download_remote_archive(spec, staging), spec)
+        _require(spec, spec)
+        return _list_archive(spec, spec)
+    if lower.endswith(LIST_SUFFIXES):
+        _require(spec, spec)
+        return _read_url_list(spec, spec)
+    if scheme(spec) in FETCHABLE_SCHEMES:
+        return [
+            _entries(
+                os.path.abspath(storage.local_path(spec)) if storage.is_local(spec) else spec, spec
+            )
+        ]
+    _require(spec, spec)
+    fs, path = storage.get_fs(spec)
+    if fs.isdir(path):
+        return _list_tree(spec, spec)
+    return [
+        _entries(
+            os.path.abspath(storage.local_path(spec)) if storage.is_local(spec) else spec, spec
+        )
+    ]
+
+
+def _require(url: str, source: str) -> None:
+    try:
+        ok = storage.exists(url)
+    except Exception as exc:
+        raise SourceError(f"source {source!r}: cannot read {url} ({one_line(exc)})") from None
+    if not ok:
+        raise SourceError(f"source {source!r}: {url} does not exist")
+
+
+def uri_key(uri: str) -> str:
+    """The stable WebDataset key of an input URI (16 hex digits, no dots)."""
+    return hashlib.sha256(uri.encode("utf-8")).hexdigest()[:16]
+
+
+def enumerate_inputs(sources: list[str], staging: str) -> list[InputRef]:
+    """All inputs of all sources, in order, each with a unique stable key.
+
+    An input listed twice keeps its URI key the first time and gets ``-2``, ``-3``... after;
+    the later copies are then rejected as duplicates of the first.
+    """
+    if not sources:
+        raise SourceError("no --source given")
+    seen: Counter[str] = Counter()
+    refs: list[InputRef] = []
+    for spec in sources:
+        for e in expand_source(spec, staging):
+            key = uri_key(e["uri"])
+            seen[key] += 1
+            if seen[key] > 1:
+                key = f"{key}-{seen[key]}"
+            refs.append(InputRef(key=key, ordinal=len(refs), **e))
+    return refs
