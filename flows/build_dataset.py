@@ -62,6 +62,8 @@ def build_dataset(
     ratios = preflight(sources, out, splits)
     staging = storage.join(out, "_staging")
     limits = ImageLimits(min_side=min_side, max_pixels=max_pixels)
+    for folder in (storage.join(out, "shards"), storage.join(staging, "chunks")):
+        storage.remove_stale_temporaries(folder)  # left by a killed run
     inputs = enumerate_inputs(sources, staging)
     chunks = [inputs[i : i + chunk_size] for i in range(0, len(inputs), chunk_size)]
     log.info("%d inputs from %d source(s) in %d chunk(s)", len(inputs), len(sources), len(chunks))
@@ -79,7 +81,7 @@ def build_dataset(
     )
     del results
     staged = [chunk_paths(staging, i, chunk_fingerprint(c, limits)) for i, c in enumerate(chunks)]
-    records = pd.concat([pd.read_parquet(p) for _, p in staged], ignore_index=True)
+    records = pd.concat([storage.read_parquet(p) for _, p in staged], ignore_index=True)
     index = plan_dataset(records, ratios, shard_size)
     jobs = shard_jobs(index, {i: t for i, (t, _) in enumerate(staged)}, chunk_size)
     restage = sorted(missing_chunk_tars(out, jobs, staged))

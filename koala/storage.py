@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 import fsspec
+import pandas as pd
 from fsspec.core import url_to_fs
 
 from koala.errors import KoalaError, one_line
@@ -70,6 +71,13 @@ def read_bytes(url: str) -> bytes:
     configure_fsspec()
     with fsspec.open(url, "rb") as f:
         return f.read()
+
+
+def read_parquet(url: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """A Parquet file through fsspec (so ``s3://`` honours the configured endpoint)."""
+    fs, path = get_fs(url)
+    with fs.open(path, "rb") as f:
+        return pd.read_parquet(f, columns=columns)
 
 
 def list_files(url: str, pattern: str = "*") -> list[str]:
@@ -138,6 +146,16 @@ def remove(url: str, recursive: bool = False) -> None:
     fs, path = get_fs(url)
     if fs.exists(path):
         fs.rm(path, recursive=recursive)
+
+
+def remove_stale_temporaries(url: str) -> int:
+    """Delete the temporary files that a killed writer left in a local directory."""
+    if not is_local(url) or not Path(local_path(url)).is_dir():
+        return 0
+    stale = list(Path(local_path(url)).glob(".*.tmp-*"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
 
 
 def check_writable(url: str) -> None:

@@ -178,9 +178,12 @@ def check_colour(rgb: Image.Image, limits: ImageLimits = DEFAULT_LIMITS) -> floa
 
 
 def encode_jpeg(decoded: DecodedImage, original: bytes, quality: int = 95) -> bytes:
-    """The bytes to store: the original when it is a clean JPEG, else a JPEG at ``quality``."""
+    """The bytes to store: the original when it is a clean JPEG, else a JPEG at ``quality``.
+
+    Re-encoding keeps full chroma resolution (4:4:4): a*b* are what the models learn.
+    """
     if decoded.clean_jpeg:
         return original
     buf = io.BytesIO()
-    decoded.rgb.save(buf, "JPEG", quality=quality)
+    decoded.rgb.save(buf, "JPEG", quality=quality, subsampling=0)
     return buf.getvalue()

@@ -64,6 +64,13 @@ RECORD_COLUMNS = [
 ]
 
 
+_INTS = ("width", "height", "orig_width", "orig_height", "bytes")
+_FLOATS = ("colour_fraction", "seconds")
+RECORD_DTYPES = {
+    c: "Int64" if c in _INTS else "float64" if c in _FLOATS else "object" for c in RECORD_COLUMNS
+} | {"ordinal": "int64", "reencoded": "boolean"}
+
+
 def chunk_fingerprint(inputs: list[InputRef], limits: ImageLimits) -> str:
     """Hash of a chunk's inputs and limits: the cache key of its staged output."""
     h = hashlib.sha256(json.dumps(asdict(limits), sort_keys=True).encode())
@@ -162,7 +169,7 @@ def ingest_chunk(
     fp = chunk_fingerprint(inputs, limits)
     tar_url, parquet_url = chunk_paths(staging, chunk_id, fp)
     if not force and storage.exists(parquet_url):
-        frame = pd.read_parquet(parquet_url, columns=["status"])
+        frame = storage.read_parquet(parquet_url, columns=["status"])
         return {
             "chunk": chunk_id,
             "inputs": len(frame),
@@ -185,7 +192,7 @@ def ingest_chunk(
                 if jpg is not None:
                     _add_member(tar, f"{rec['key']}.jpg", jpg)
                     _add_member(tar, f"{rec['key']}.json", meta)
-    frame = pd.DataFrame.from_records(records, columns=RECORD_COLUMNS)
+    frame = pd.DataFrame.from_records(records, columns=RECORD_COLUMNS).astype(RECORD_DTYPES)
     with storage.atomic_open(parquet_url) as f:
         frame.to_parquet(f, index=False)
     return {

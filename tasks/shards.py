@@ -218,10 +218,7 @@ INDEX_COLUMNS = [
 def write_index(out: str, index: pd.DataFrame) -> str:
     """Write ``index.parquet`` atomically; return its URL."""
     url = storage.join(out, "index.parquet")
-    frame = index[INDEX_COLUMNS].copy()
-    for col in ("width", "height", "orig_width", "orig_height", "bytes"):
-        frame[col] = frame[col].astype("Int64")
-    frame["reencoded"] = frame["reencoded"].astype("boolean")
+    frame = index[INDEX_COLUMNS]
     with storage.atomic_open(url) as f:
         frame.to_parquet(f, index=False)
     return url

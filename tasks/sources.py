@@ -80,8 +80,8 @@ def check_scheme(uri: str, what: str) -> None:
 
 
 def has_image_suffix(path: str) -> bool:
-    """Whether ``path`` ends in one of the supported image extensions."""
-    return posixpath.splitext(path.lower())[1] in IMAGE_EXTENSIONS
+    """Whether ``path`` (for a chained URL, its archive member) has an image extension."""
+    return posixpath.splitext(path.split("::")[0].lower())[1] in IMAGE_EXTENSIONS
 
 
 def _is_hidden(path: str) -> bool:
