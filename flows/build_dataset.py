@@ -27,10 +27,21 @@ from tasks.shards import (
 )
 from tasks.sources import enumerate_inputs
 
+PARALLEL_TASKS = 4  # ingest tasks in flight on the default thread runner
 _opts = {"cache_policy": NO_CACHE, "persist_result": False}
 ingest_task = task(ingest_chunk, name="ingest-chunk", retries=1, **_opts)
 write_shard_task = task(write_shard, name="write-shard", retries=1, **_opts)
 validate_task = task(validate_dataset_index, name="validate-dataset-index", **_opts)
+
+
+def balanced_chunk_size(n_inputs: int, max_size: int, min_size: int = 16) -> int:
+    """Inputs per ingest task: at most ``max_size``, small enough that every task slot is busy.
+
+    Keeping the number of tasks in flight the same for small and large collections keeps the
+    work spread over all workers and the peak memory independent of the collection's size.
+    """
+    slots = PARALLEL_TASKS
+    return max(min(max_size, -(-n_inputs // slots)), min(min_size, max_size))
 
 
 def preflight(sources: list[str], out: str, splits: str) -> dict[str, float]:
@@ -40,13 +51,13 @@ def preflight(sources: list[str], out: str, splits: str) -> dict[str, float]:
     return ratios
 
 
-@flow(name="build-dataset", task_runner=task_runner(), log_prints=True)
+@flow(name="build-dataset", task_runner=task_runner(threads=PARALLEL_TASKS), log_prints=True)
 def build_dataset(
     sources: list[str],
     out: str,
     shard_size: int = 1000,
     splits: str = "0.9,0.05,0.05",
-    chunk_size: int = 256,
+    chunk_size: int = 256,  # at most; see balanced_chunk_size
     min_side: int = 64,
     max_pixels: int = 89_478_485,
     max_rejected_fraction: float = 0.5,
@@ -65,6 +76,7 @@ def build_dataset(
     for folder in (storage.join(out, "shards"), storage.join(staging, "chunks")):
         storage.remove_stale_temporaries(folder)  # left by a killed run
     inputs = enumerate_inputs(sources, staging)
+    chunk_size = balanced_chunk_size(len(inputs), chunk_size)
     chunks = [inputs[i : i + chunk_size] for i in range(0, len(inputs), chunk_size)]
     log.info("%d inputs from %d source(s) in %d chunk(s)", len(inputs), len(sources), len(chunks))
 

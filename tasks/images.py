@@ -151,10 +151,14 @@ def colour_fraction(
     lab = lab.reshape(-1, 3)
     light = lab[:, 0]
     bins = np.clip((light / 2.5).astype(np.int64), 0, 39)
-    used = np.unique(bins)
-    centre = np.array([np.median(light[bins == k]) for k in used])
-    tint_a = np.array([np.median(lab[bins == k, 1]) for k in used])
-    tint_b = np.array([np.median(lab[bins == k, 2]) for k in used])
+    order = np.argsort(bins, kind="stable")
+    ends = np.cumsum(np.bincount(bins, minlength=40))
+    starts = ends - np.bincount(bins, minlength=40)
+    by_bin = lab[order]
+    medians = np.array(
+        [np.median(by_bin[a:b], axis=0) for a, b in zip(starts, ends, strict=True) if b > a]
+    )
+    centre, tint_a, tint_b = medians[:, 0], medians[:, 1], medians[:, 2]
     residual = np.hypot(
         lab[:, 1] - np.interp(light, centre, tint_a),
         lab[:, 2] - np.interp(light, centre, tint_b),

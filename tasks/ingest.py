@@ -98,11 +98,12 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
 
 
 def process_input(
-    ref: InputRef, fetch_bytes: Callable[[str], bytes], limits: ImageLimits
+    ref: InputRef, data: bytes | Rejected, limits: ImageLimits = DEFAULT_LIMITS
 ) -> tuple[dict, bytes | None, bytes | None]:
-    """One input to (index record, stored JPEG bytes, sample JSON); never raises for bad input."""
+    """One fetched input to (index record, stored JPEG bytes, sample JSON); never raises for
+    bad input. ``data`` is the input's bytes, or the :class:`Rejected` its fetch ended with."""
     t0 = time.perf_counter()
-    rec: dict = {c: None for c in RECORD_COLUMNS}
+    rec: dict = dict.fromkeys(RECORD_COLUMNS)
     rec.update(
         key=ref.key,
         ordinal=ref.ordinal,
@@ -113,7 +114,8 @@ def process_input(
     )
     jpg = meta = None
     try:
-        data = fetch_bytes(ref.uri)
+        if isinstance(data, Rejected):
+            raise data
         rec["sha256"] = hashlib.sha256(data).hexdigest()
         decoded = decode_image(data, limits)
         rec.update(
@@ -181,13 +183,17 @@ def ingest_chunk(
     records = []
     with make_client() as client:
 
-        def one(ref: InputRef) -> tuple[dict, bytes | None, bytes | None]:
-            return process_input(
-                ref, lambda uri: fetch(uri, client, max_bytes, s.http_retries), limits
-            )
+        def fetch_one(ref: InputRef) -> tuple[InputRef, bytes | Rejected]:
+            try:
+                return ref, fetch(ref.uri, client, max_bytes, s.http_retries)
+            except Rejected as rej:
+                return ref, rej
 
+        # Threads only fetch (I/O); decoding and checks run here, one image at a time per
+        # task, so memory holds a window of raw bytes, not dozens of decoded images.
         with storage.atomic_open(tar_url) as f, tarfile.open(fileobj=f, mode="w") as tar:
-            for rec, jpg, meta in ordered_map(one, inputs, s.http_concurrency):
+            for ref, data in ordered_map(fetch_one, inputs, s.http_concurrency):
+                rec, jpg, meta = process_input(ref, data, limits)
                 records.append(rec)
                 if jpg is not None:
                     _add_member(tar, f"{rec['key']}.jpg", jpg)

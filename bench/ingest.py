@@ -1,0 +1,227 @@
+"""Ingest benchmark: Koala's build-dataset against img2dataset on the same loopback URL list.
+
+Serves a folder of distinct JPEGs over HTTP on 127.0.0.1, then times, on the same list:
+  * ``koala build-dataset`` (full decode, EXIF, RGB, size limits, monochrome test, dedup, shards,
+    index, data-quality suite) against a running local Prefect server;
+  * ``img2dataset`` (download and pack into WebDataset, no resize), when it is installed
+    (``pip install -e '.[bench]'``; a separate environment's ``img2dataset`` on PATH also works).
+It also measures Koala's peak memory on 300 and on all images (inputs are streamed, so the two
+should be close). The last line printed is a JSON object with the figures.
+
+    python bench/ingest.py [--images 1200] [--source ../shared/datasets/bsds500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import psutil
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def make_images(source: Path | None, n: int, folder: Path) -> list[Path]:
+    """``n`` distinct JPEGs: crops and flips of the source photos (or scikit-image samples)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    existing = sorted(folder.glob("*.jpg"))
+    if len(existing) >= n:
+        return existing[:n]
+    if source and source.exists():
+        bases = [Image.open(p).convert("RGB") for p in sorted(source.rglob("*.jpg"))]
+    else:
+        from skimage import data
+
+        names = ("astronaut", "chelsea", "coffee", "rocket", "retina")
+        bases = [Image.fromarray(getattr(data, k)()).convert("RGB") for k in names]
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        img = bases[i % len(bases)]
+        w, h = img.size
+        cw, ch = int(w * rng.uniform(0.8, 1.0)), int(h * rng.uniform(0.8, 1.0))
+        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        variant = img.crop((x, y, x + cw, y + ch))
+        if (i // len(bases)) % 2:
+            variant = variant.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        p = folder / f"img{i:05d}.jpg"
+        variant.save(p, quality=90)
+        out.append(p)
+    return out
+
+
+def serve(folder: Path) -> tuple[ThreadingHTTPServer, str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(folder)))
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+
+
+def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB, the process and its children summed) of a command."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    ps = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            rss = ps.memory_info().rss + sum(
+                c.memory_info().rss for c in ps.children(recursive=True)
+            )
+            peak = max(peak, rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    seconds = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"{cmd[0]} failed ({proc.returncode}):\n{proc.stderr.read()[-3000:]}")
+    return seconds, peak / 2**20
+
+
+def start_prefect_server(home: Path) -> tuple[subprocess.Popen, str]:
+    """A local Prefect server, as the embedded default stack runs one."""
+    import httpx
+
+    port = 4300 + os.getpid() % 500
+    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    api = f"http://127.0.0.1:{port}/api"
+    for _ in range(240):
+        try:
+            if httpx.get(f"{api}/health", timeout=1).status_code == 200:
+                return proc, api
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("Prefect server did not start")
+
+
+def img2dataset_command() -> list[str] | None:
+    exe = shutil.which("img2dataset") or shutil.which(
+        "img2dataset", path=str(REPO / ".venv-bench" / "bin")
+    )
+    return [exe] if exe else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=1200)
+    ap.add_argument("--small", type=int, default=300)
+    ap.add_argument("--source", type=Path, default=REPO.parent / "shared/datasets/bsds500")
+    ap.add_argument("--work", type=Path, default=REPO / "bench-output" / "ingest")
+    args = ap.parse_args()
+
+    images = make_images(args.source, args.images, args.work / "images")
+    httpd, base = serve(args.work / "images")
+    for n in (args.small, args.images):
+        (args.work / f"urls-{n}.txt").write_text("\n".join(f"{base}/{p.name}" for p in images[:n]))
+    tmp = Path(tempfile.mkdtemp(prefix="koala-bench-"))
+    server, api = start_prefect_server(tmp / "prefect")
+    env = dict(
+        os.environ,
+        PREFECT_API_URL=api,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+    )
+    result: dict = {"images": args.images}
+    try:
+        koala = [sys.executable, "-m", "koala.cli", "build-dataset", "--shard-size", "1000"]
+        peaks = {}
+        for n in (args.small, args.images):
+            out = tmp / f"koala-{n}"
+            secs, peak = run_measured(
+                [*koala, "--source", str(args.work / f"urls-{n}.txt"), "--out", str(out)], env
+            )
+            stats = json.loads((out / "stats.json").read_text())
+            print(
+                f"koala build-dataset, {n} URLs: {secs:.1f} s wall ({n / secs:.1f} img/s), "
+                f"{stats['accepted']} accepted, peak RSS {peak:.0f} MB"
+            )
+            peaks[str(n)] = round(peak, 1)
+        result["koala_img_s"] = round(args.images / secs, 2)
+        result["koala_flow_seconds"] = stats["seconds"]
+        result["peak_rss_mb"] = peaks
+
+        cmd = img2dataset_command()
+        if cmd:
+            out = tmp / "img2dataset"
+            url_list = str(args.work / f"urls-{args.images}.txt")
+            secs, peak = run_measured(
+                [
+                    *cmd,
+                    "--url_list",
+                    url_list,
+                    "--input_format",
+                    "txt",
+                    "--output_format",
+                    "webdataset",
+                    "--output_folder",
+                    str(out),
+                    "--resize_mode",
+                    "no",
+                    "--processes_count",
+                    "2",
+                    "--thread_count",
+                    "16",
+                    "--number_sample_per_shard",
+                    "1000",
+                    "--enable_wandb",
+                    "False",
+                ],
+                env,
+            )
+            ok = sum(json.loads(p.read_text())["successes"] for p in out.glob("*_stats.json"))
+            print(
+                f"img2dataset, {args.images} URLs: {secs:.1f} s wall "
+                f"({args.images / secs:.1f} img/s), {ok} downloaded, peak RSS {peak:.0f} MB"
+            )
+            result["img2dataset_img_s"] = round(args.images / secs, 2)
+            result["ratio"] = round(result["koala_img_s"] / result["img2dataset_img_s"], 3)
+        else:
+            print("img2dataset is not installed (pip install -e '.[bench]'): no comparison")
+            result["img2dataset_img_s"] = None
+            result["ratio"] = None
+    finally:
+        server.terminate()
+        httpd.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
