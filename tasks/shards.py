@@ -17,6 +17,7 @@ import pandas as pd
 import webdataset as wds
 
 from koala import storage
+from tasks.ingest import RECORD_COLUMNS
 
 SPLITS = ("train", "val", "test")
 #: fixed tar member mtime, so that the same samples give byte-identical shards
@@ -188,31 +189,8 @@ def write_shard(out: str, job: ShardJob) -> dict:
     return stats
 
 
-INDEX_COLUMNS = [
-    "key",
-    "split",
-    "shard",
-    "status",
-    "reason",
-    "detail",
-    "source",
-    "uri",
-    "sha256",
-    "pixel_sha256",
-    "width",
-    "height",
-    "orig_width",
-    "orig_height",
-    "mode",
-    "format",
-    "bytes",
-    "reencoded",
-    "colour_fraction",
-    "caption",
-    "label",
-    "ordinal",
-    "seconds",
-]
+#: ``index.parquet`` columns: a chunk record's, with the split and shard after the key
+INDEX_COLUMNS = ["key", "split", "shard", *(c for c in RECORD_COLUMNS if c != "key")]
 
 
 def write_index(out: str, index: pd.DataFrame) -> str:

@@ -97,14 +97,15 @@ def test_mixed_sources_accept_every_good_image_and_explain_the_rest(
     (tmp_path / "urls.txt").write_text("\n".join(f"{http_server.url}/{u}" for u in urls))
     out = tmp_path / "out"
 
-    stats = build_dataset(
-        sources=[str(folder), str(tmp_path / "urls.txt")],
-        out=str(out),
-        shard_size=3,
-        splits="0.6,0.2,0.2",
-        chunk_size=4,
-        max_rejected_fraction=0.9,
-    )
+    args = {
+        "sources": [str(folder), str(tmp_path / "urls.txt")],
+        "out": str(out),
+        "shard_size": 3,
+        "splits": "0.6,0.2,0.2",
+        "chunk_size": 4,
+        "max_rejected_fraction": 0.9,
+    }
+    stats = build_dataset(**args)
 
     index = pd.read_parquet(out / "index.parquet")
     assert len(index) == len(expected) + len(urls) == stats["inputs"]
@@ -152,14 +153,7 @@ def test_mixed_sources_accept_every_good_image_and_explain_the_rest(
 
     # a rerun is a no-op that rewrites no shard and gives the same index
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "shards").iterdir()}
-    build_dataset(
-        sources=[str(folder), str(tmp_path / "urls.txt")],
-        out=str(out),
-        shard_size=3,
-        splits="0.6,0.2,0.2",
-        chunk_size=4,
-        max_rejected_fraction=0.9,
-    )
+    build_dataset(**args)
     assert mtimes == {p: p.stat().st_mtime_ns for p in (out / "shards").iterdir()}
     again = pd.read_parquet(out / "index.parquet")
     pd.testing.assert_frame_equal(again.drop(columns="seconds"), index.drop(columns="seconds"))
