@@ -44,7 +44,7 @@ def balanced_chunk_size(n_inputs: int, max_size: int, min_size: int = 16) -> int
     return max(min(max_size, -(-n_inputs // slots)), min(min_size, max_size))
 
 
-def preflight(sources: list[str], out: str, splits: str) -> dict[str, float]:
+def preflight(sources: list[str], out: str, splits: str) -> dict[str, float] | None:
     """Checks that fail at once, before any work: output writable, split ratios valid."""
     ratios = parse_splits(splits)
     storage.check_writable(out)

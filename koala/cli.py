@@ -47,7 +47,9 @@ def build_dataset_cmd(
     ],
     out: Annotated[str, typer.Option(help="Dataset root (local path or s3://).")],
     shard_size: Annotated[int, typer.Option(min=1, help="Samples per shard.")] = 1000,
-    splits: Annotated[str, typer.Option(help="train,val,test ratios.")] = "0.9,0.05,0.05",
+    splits: Annotated[
+        str, typer.Option(help="train,val,test ratios, or 'folders' (train/val/test dirs).")
+    ] = "0.9,0.05,0.05",
     chunk_size: Annotated[int, typer.Option(min=1, help="Most inputs per ingest task.")] = 256,
     min_side: Annotated[int, typer.Option(min=1)] = 64,
     max_pixels: Annotated[int, typer.Option(min=1)] = 89_478_485,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from koala.errors import KoalaError
+from tasks.shards import SPLITS
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "infra" / "expectations"
 
@@ -61,9 +62,12 @@ def validate_frame(frame: pd.DataFrame, suite_name: str, parameters: dict) -> di
     return summary
 
 
-def split_bounds(ratios: dict[str, float], n: int, tolerance: float) -> dict[str, float]:
-    """Allowed share of each split: the ratio within ``tolerance`` plus 4 binomial sigmas."""
+def split_bounds(ratios: dict[str, float] | None, n: int, tolerance: float) -> dict[str, float]:
+    """Allowed share of each split: the ratio within ``tolerance`` plus 4 binomial sigmas
+    (anything, for splits taken from folders)."""
     out = {}
+    if ratios is None:
+        return {f"{name}_{end}": v for name in SPLITS for end, v in (("min", 0.0), ("max", 1.0))}
     for name, p in ratios.items():
         slack = tolerance + 4 * math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
         out[f"{name}_min"], out[f"{name}_max"] = max(0.0, p - slack), min(1.0, p + slack)
@@ -72,7 +76,7 @@ def split_bounds(ratios: dict[str, float], n: int, tolerance: float) -> dict[str
 
 def validate_dataset_index(
     index: pd.DataFrame,
-    ratios: dict[str, float],
+    ratios: dict[str, float] | None,
     *,
     min_side: int,
     max_rejected_fraction: float,
@@ -81,7 +85,7 @@ def validate_dataset_index(
     """Validate a ``build-dataset`` index with the ``dataset_index`` suite."""
     frame = index.copy()
     frame["rejected"] = (frame["status"] != "accepted").astype(int)
-    for name in ratios:
+    for name in SPLITS:
         frame[f"split_{name}"] = (frame["split"] == name).astype(int)
     n_accepted = int((frame["status"] == "accepted").sum())
     params = {

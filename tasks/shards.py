@@ -24,8 +24,17 @@ SPLITS = ("train", "val", "test")
 SHARD_MTIME = 0.0
 
 
-def parse_splits(text: str) -> dict[str, float]:
-    """``"0.9,0.05,0.05"`` to ``{"train": 0.9, "val": 0.05, "test": 0.05}``."""
+DEFAULT_RATIOS = {"train": 0.9, "val": 0.05, "test": 0.05}
+#: folder names that say which split an image belongs to, for ``--splits folders``
+FOLDER_SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                 "validation": "val", "test": "test", "testing": "test"}  # fmt: skip
+
+
+def parse_splits(text: str) -> dict[str, float] | None:
+    """``"0.9,0.05,0.05"`` to ``{"train": 0.9, "val": 0.05, "test": 0.05}``; ``"folders"`` to
+    ``None``: take the split from a ``train``/``val``/``test`` folder in each input's path."""
+    if text.strip().lower() == "folders":
+        return None
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
@@ -46,17 +55,29 @@ def split_of(content_hash: str, ratios: dict[str, float]) -> str:
     return list(ratios)[-1]
 
 
+def folder_split(uri: str) -> str | None:
+    """The split named by the nearest ``train``/``val``/``test`` folder above the file, if any."""
+    parts = [p for piece in reversed(uri.split("::")) for p in piece.split("/")]
+    for part in reversed(parts[:-1]):
+        if part.lower() in FOLDER_SPLITS:
+            return FOLDER_SPLITS[part.lower()]
+    return None
+
+
 def shard_name(split: str, number: int) -> str:
     """``train-000003``: the stem of a shard's tar and stats files."""
     return f"{split}-{number:06d}"
 
 
-def plan_dataset(records: pd.DataFrame, ratios: dict[str, float], shard_size: int) -> pd.DataFrame:
+def plan_dataset(
+    records: pd.DataFrame, ratios: dict[str, float] | None, shard_size: int
+) -> pd.DataFrame:
     """The index: records in input order with duplicates rejected and split/shard assigned.
 
     An accepted image whose decoded pixels equal an earlier one's is rejected as ``duplicate``.
-    Accepted images are spread over splits by content hash and packed ``shard_size`` to a shard
-    in input order. Rejected rows have no split or shard.
+    Accepted images are spread over splits by content hash (or, with ``ratios=None``, by their
+    ``train``/``val``/``test`` folder, falling back to the hash with the default ratios) and
+    packed ``shard_size`` to a shard in input order. Rejected rows have no split or shard.
     """
     idx = records.sort_values("ordinal", kind="stable").reset_index(drop=True)
     accepted = idx["status"] == "accepted"
@@ -68,7 +89,10 @@ def plan_dataset(records: pd.DataFrame, ratios: dict[str, float], shard_size: in
     accepted = idx["status"] == "accepted"
     idx["split"] = None
     idx["shard"] = None
-    idx.loc[accepted, "split"] = [split_of(h, ratios) for h in idx.loc[accepted, "pixel_sha256"]]
+    idx.loc[accepted, "split"] = [
+        (ratios is None and folder_split(uri)) or split_of(h, ratios or DEFAULT_RATIOS)
+        for h, uri in zip(idx.loc[accepted, "pixel_sha256"], idx.loc[accepted, "uri"], strict=True)
+    ]
     for split in SPLITS:
         rows = idx.index[accepted & (idx["split"] == split)]
         idx.loc[rows, "shard"] = [shard_name(split, i // shard_size) for i in range(len(rows))]

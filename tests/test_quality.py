@@ -94,3 +94,17 @@ def test_split_bounds_widen_for_small_datasets() -> None:
     assert parse_splits("0.9,0.05,0.05") == {"train": 0.9, "val": 0.05, "test": 0.05}
     with pytest.raises(ValueError, match="summing to 1"):
         parse_splits("0.9,0.2,0.05")
+
+
+def test_folder_splits_follow_the_collection_layout() -> None:
+    from tasks.shards import folder_split
+
+    assert folder_split("/data/bsds500/train/1.jpg") == "train"
+    assert folder_split("s3://b/set/Validation/x/2.png") == "val"
+    assert folder_split("tar://test/3.jpg::/data/train/all.tar") == "test"
+    assert folder_split("/data/trainers/4.jpg") is None
+    frame = records(30)
+    frame["uri"] = [f"/d/{'train' if i < 20 else 'val'}/{i}.jpg" for i in range(30)]
+    plan = plan_dataset(frame, parse_splits("folders"), shard_size=100)
+    assert list(plan["split"]) == ["train"] * 20 + ["val"] * 10
+    validate_dataset_index(plan, None, min_side=64, max_rejected_fraction=0.1)
