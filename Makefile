@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: venv demo test lint bench-ingest clean
+.PHONY: venv demo test lint bench-ingest bench-preprocess clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,9 @@ lint: venv
 bench-ingest: venv
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/ingest.py
+
+bench-preprocess: venv
+	$(BIN)/python bench/preprocess.py
 
 clean:
 	rm -rf $(VENV) demo-output

@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, start_prefect_server
+from PIL import Image
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
@@ -95,40 +96,6 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     if proc.returncode:
         raise SystemExit(f"{cmd[0]} failed ({proc.returncode}):\n{proc.stderr.read()[-3000:]}")
     return seconds, peak / 2**20
-
-
-def start_prefect_server(home: Path) -> tuple[subprocess.Popen, str]:
-    """A local Prefect server, as the embedded default stack runs one."""
-    import httpx
-
-    port = 4300 + os.getpid() % 500
-    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    api = f"http://127.0.0.1:{port}/api"
-    for _ in range(240):
-        try:
-            if httpx.get(f"{api}/health", timeout=1).status_code == 200:
-                return proc, api
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("Prefect server did not start")
 
 
 def img2dataset_command() -> list[str] | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import sys
 from typing import Annotated
@@ -23,10 +25,28 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _ensure_prefect_api() -> None:
+    """Without a configured Prefect server, start one temporary local server for this command
+    and export its URL, so that Dask worker processes report to it instead of each starting
+    their own."""
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+    atexit.register(server.stop)
+
+
 def _prepare_environment(scheduler: str | None) -> None:
     """Quiet, offline-friendly Prefect defaults; a ``--scheduler`` becomes the configured one."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    _ensure_prefect_api()
     if scheduler:
         os.environ["KOALA_DASK_ADDRESS"] = scheduler
         from koala.settings import get_settings
@@ -80,6 +100,38 @@ def build_dataset_cmd(
     typer.echo(
         f"{stats['accepted']} of {stats['inputs']} inputs accepted into {stats['shards']} "
         f"shard(s); rejected: {stats['reasons'] or 'none'}\nindex: {out.rstrip('/')}/index.parquet"
+    )
+
+
+@app.command("preprocess")
+def preprocess_cmd(
+    data: Annotated[str, typer.Option(help="Dataset root made by build-dataset.")],
+    backbone: Annotated[
+        str, typer.Option(help="efficientnet-lite0 or inception-resnet-v2.")
+    ] = "efficientnet-lite0",
+    weights: Annotated[
+        str | None, typer.Option(help="Backbone checkpoint (timm key names for IRv2).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Local Dask workers.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Existing Dask scheduler.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Default: 4 CPU, 64 GPU.")] = None,
+) -> None:
+    """Resize-and-pad to 200/299, CIE Lab and global embeddings into feature shards, on Dask."""
+    _prepare_environment(scheduler)
+    try:
+        from flows.preprocess import dataset_shards, preprocess
+        from infra.runners import dask_runner
+        from models.backbones import load_backbone
+
+        dataset_shards(data)
+        load_backbone(backbone, weights)  # fail fast on a missing or mismatched checkpoint
+        flow = preprocess.with_options(task_runner=dask_runner(scheduler, workers))
+        result = flow(data=data, backbone=backbone, weights=weights, batch_size=batch_size)
+    except KoalaError as exc:
+        _fail(str(exc))
+    typer.echo(
+        f"{result['samples']} samples in {result['shards']} feature shard(s) "
+        f"({result['recomputed']} computed now)\nfeatures: {result['features']}"
     )
 
 

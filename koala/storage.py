@@ -36,6 +36,19 @@ def configure_fsspec() -> None:
         conf.pop("endpoint_url", None)
 
 
+def _gopen_fsspec(url: str, mode: str = "rb", bufsize: int = 8192, **kw) -> IO:
+    configure_fsspec()
+    return fsspec.open(url, mode).open()
+
+
+def register_webdataset_schemes() -> None:
+    """Let ``webdataset.WebDataset`` read ``s3://`` (and other fsspec) URLs through fsspec."""
+    from webdataset.gopen import gopen_schemes
+
+    for scheme in ("s3", "s3a", "memory"):
+        gopen_schemes[scheme] = _gopen_fsspec
+
+
 def is_local(url: str) -> bool:
     """True for plain paths and ``file://`` URLs."""
     return "://" not in url or url.startswith("file://")

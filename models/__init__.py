@@ -1,0 +1,1 @@
+"""Networks, losses, training and the model registry. Backbones for embeddings live here too."""

@@ -95,3 +95,20 @@ def validate_dataset_index(
         **split_bounds(ratios, n_accepted, split_tolerance),
     }
     return validate_frame(frame, "dataset_index", params)
+
+
+def validate_features_index(
+    index: pd.DataFrame, *, expected_rows: int, embedding_dim: int, encoder_size: int
+) -> dict:
+    """Validate a ``preprocess`` features index with the ``features_index`` suite."""
+    frame = index.copy()
+    # NaN anywhere in the statistics or embeddings shows up as a null here
+    frame = frame.replace([float("inf"), float("-inf")], float("nan"))
+    params = {
+        "expected_rows": expected_rows,
+        "embedding_dim": embedding_dim,
+        "encoder_size": encoder_size,
+        "min_norm": 1e-3,
+        "max_norm": 1e4,
+    }
+    return validate_frame(frame, "features_index", params)

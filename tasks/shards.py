@@ -26,8 +26,15 @@ SHARD_MTIME = 0.0
 
 DEFAULT_RATIOS = {"train": 0.9, "val": 0.05, "test": 0.05}
 #: folder names that say which split an image belongs to, for ``--splits folders``
-FOLDER_SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                 "validation": "val", "test": "test", "testing": "test"}  # fmt: skip
+FOLDER_SPLITS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 
 
 def parse_splits(text: str) -> dict[str, float] | None:

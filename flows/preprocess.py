@@ -1,0 +1,84 @@
+"""``preprocess``: dataset shards into feature shards on Dask (views, Lab, embeddings)."""
+
+from __future__ import annotations
+
+import pandas as pd
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from flows.progress import track
+from infra.runners import dask_runner
+from koala import storage
+from koala.errors import KoalaError
+from models.backbones import BACKBONES
+from tasks.preprocess import PreprocessConfig, features_dir, preprocess_shard, shard_outputs
+from tasks.quality import validate_features_index
+
+_opts = {"cache_policy": NO_CACHE, "persist_result": False}
+preprocess_task = task(preprocess_shard, name="preprocess-shard", retries=1, **_opts)
+validate_task = task(validate_features_index, name="validate-features-index", **_opts)
+EMBEDDING_DIMS = {"efficientnet-lite0": 1280, "inception-resnet-v2": 1000}
+
+
+def dataset_shards(data: str) -> list[str]:
+    """The shard tars of a dataset root, or a one-line error when there are none."""
+    if not storage.exists(data):
+        raise KoalaError(f"dataset {data!r} does not exist (build it with koala build-dataset)")
+    shards = storage.list_files(storage.join(data, "shards"), "*.tar")
+    if not shards:
+        raise KoalaError(f"dataset {data!r} has no shards under {storage.join(data, 'shards')}")
+    return shards
+
+
+@flow(name="preprocess", task_runner=dask_runner(), log_prints=True)
+def preprocess(
+    data: str,
+    backbone: str = "efficientnet-lite0",
+    weights: str | None = None,
+    batch_size: int | None = None,
+) -> dict:
+    """Write ``features/{backbone}/{shard}.tar`` for every shard of ``data``, one Dask task per
+    shard, then ``features/{backbone}/index.parquet``, validated by the features suite."""
+    log = get_run_logger()
+    if backbone not in BACKBONES:
+        raise KoalaError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
+    shards = dataset_shards(data)
+    cfg = PreprocessConfig(backbone=backbone, weights=weights, batch_size=batch_size)
+    log.info("%d shard(s) of %s with backbone %s", len(shards), data, backbone)
+    futures = [preprocess_task.submit(s, data, cfg) for s in shards]
+    results = list(
+        track(
+            futures,
+            "preprocess",
+            lambda r: (
+                f"{r['shard']}: {r['samples']} samples"
+                + (
+                    " (already done)"
+                    if r["skipped"]
+                    else f" in {r['seconds']} s on {r['device']} x{r['threads']}"
+                )
+            ),
+        )
+    )
+    out = features_dir(data, backbone)
+    parts = [storage.read_parquet(shard_outputs(out, r["shard"])[1]) for r in results]
+    index = pd.concat(parts, ignore_index=True).sort_values("key", ignore_index=True)
+    with storage.atomic_open(storage.join(out, "index.parquet")) as f:
+        index.to_parquet(f, index=False)
+    accepted = storage.read_parquet(storage.join(data, "index.parquet"), columns=["status"])
+    quality = validate_task(
+        index,
+        expected_rows=int((accepted["status"] == "accepted").sum()),
+        embedding_dim=EMBEDDING_DIMS[backbone],
+        encoder_size=cfg.encoder_size,
+    )
+    log.info("features: %d samples in %d shard(s) under %s", len(index), len(results), out)
+    return {
+        "samples": len(index),
+        "shards": len(results),
+        "features": out,
+        "quality": quality,
+        "recomputed": sum(not r["skipped"] for r in results),
+        "task_seconds": round(sum(r["seconds"] for r in results), 3),
+    }

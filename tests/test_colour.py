@@ -1,0 +1,87 @@
+"""Resize-and-pad geometry, CIE Lab against scikit-image, compact Lab storage, colourfulness."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.color import rgb2lab
+
+from tasks.colour import (
+    colourfulness,
+    decode_lab,
+    encode_lab,
+    fit_box,
+    lab_to_rgb,
+    resize_and_pad,
+    rgb_to_lab,
+)
+from tests.fixtures import colour_photo
+
+
+@pytest.mark.parametrize(
+    ("size_in", "box"),
+    [
+        ((400, 100), (0, 75, 200, 125)),  # wide: full width, centred vertically
+        ((100, 400), (75, 0, 125, 200)),  # tall: full height, centred horizontally
+        ((50, 50), (0, 0, 200, 200)),  # small square: stretched up to fill
+        ((481, 321), (0, 33, 200, 166)),
+    ],
+    ids=["wide", "tall", "square", "bsds"],
+)
+def test_pad_geometry(size_in: tuple[int, int], box: tuple[int, int, int, int]) -> None:
+    img = colour_photo(1, size_in)
+    arr, got = resize_and_pad(img, 200)
+    assert got == box == fit_box(*size_in, 200)
+    assert arr.shape == (200, 200, 3) and arr.dtype == np.uint8
+    x0, y0, x1, y1 = got
+    pad = np.ones((200, 200), bool)
+    pad[y0:y1, x0:x1] = False
+    assert (arr[pad] == 255).all()  # white padding, nothing else
+    assert (arr[y0:y1, x0:x1] != 255).any()
+    w, h = x1 - x0, y1 - y0
+    assert abs(w / h - size_in[0] / size_in[1]) < 0.02  # aspect kept
+
+
+def test_lab_agrees_with_scikit_image() -> None:
+    rng = np.random.default_rng(0)
+    rgb = np.concatenate(
+        [
+            np.asarray(colour_photo(2, (64, 64))).reshape(-1, 3),
+            rng.integers(0, 256, (4096, 3)),
+            [[0, 0, 0], [255, 255, 255]],
+        ]
+    )
+    rgb = rgb.astype(np.uint8).reshape(-1, 1, 3)
+    ours, ref = rgb_to_lab(rgb), rgb2lab(rgb)
+    assert np.abs(ours - ref).max() < 1e-3
+    assert ours[..., 0].min() >= 0 and ours[..., 0].max() <= 100 + 1e-4
+    assert np.abs(ours[..., 1:]).max() < 128
+
+
+def test_compact_lab_round_trip_is_invisible() -> None:
+    rgb, _ = resize_and_pad(colour_photo(3, (300, 200)), 200)
+    light, ab = encode_lab(rgb_to_lab(rgb))
+    assert light.dtype == np.uint8 and ab.dtype == np.int8 and ab.shape == (2, 200, 200)
+    back = lab_to_rgb(decode_lab(light, ab)).astype(int)
+    assert np.abs(back - rgb.astype(int)).mean() < 1.0
+    assert np.abs(back - rgb.astype(int)).max() <= 4
+
+
+def test_colourfulness_matches_hand_computation() -> None:
+    assert colourfulness(np.full((8, 8, 3), 128, np.uint8)) == 0.0
+    img = np.zeros((2, 2, 3), np.uint8)
+    img[0, :] = (255, 0, 0)  # rg = 255, yb = 127.5
+    img[1, :] = (0, 0, 255)  # rg = 0, yb = -255
+    rg, yb = np.array([255.0, 0.0]), np.array([127.5, -255.0])
+    expected = np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())
+    assert colourfulness(img) == pytest.approx(expected)
+    assert colourfulness(np.asarray(colour_photo(4))) > colourfulness(
+        np.asarray(colour_photo(4).convert("L").convert("RGB"))
+    )
+
+
+def test_resize_does_not_touch_the_input() -> None:
+    img = Image.new("RGB", (10, 20), (1, 2, 3))
+    resize_and_pad(img, 200)
+    assert img.size == (10, 20)
