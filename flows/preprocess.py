@@ -64,8 +64,7 @@ def preprocess(
     out = features_dir(data, backbone)
     parts = [storage.read_parquet(shard_outputs(out, r["shard"])[1]) for r in results]
     index = pd.concat(parts, ignore_index=True).sort_values("key", ignore_index=True)
-    with storage.atomic_open(storage.join(out, "index.parquet")) as f:
-        index.to_parquet(f, index=False)
+    storage.write_parquet(storage.join(out, "index.parquet"), index)
     accepted = storage.read_parquet(storage.join(data, "index.parquet"), columns=["status"])
     quality = validate_task(
         index,

@@ -93,6 +93,12 @@ def read_parquet(url: str, columns: list[str] | None = None) -> pd.DataFrame:
         return pd.read_parquet(f, columns=columns)
 
 
+def write_parquet(url: str, frame: pd.DataFrame) -> None:
+    """Write ``frame`` to ``url`` as Parquet, atomically."""
+    with atomic_open(url) as f:
+        frame.to_parquet(f, index=False)
+
+
 def list_files(url: str, pattern: str = "*") -> list[str]:
     """Sorted URLs of the files directly under ``url`` whose names match ``pattern``."""
     fs, path = get_fs(url)

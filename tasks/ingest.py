@@ -199,8 +199,7 @@ def ingest_chunk(
                     _add_member(tar, f"{rec['key']}.jpg", jpg)
                     _add_member(tar, f"{rec['key']}.json", meta)
     frame = pd.DataFrame.from_records(records, columns=RECORD_COLUMNS).astype(RECORD_DTYPES)
-    with storage.atomic_open(parquet_url) as f:
-        frame.to_parquet(f, index=False)
+    storage.write_parquet(parquet_url, frame)
     return {
         "chunk": chunk_id,
         "inputs": len(frame),

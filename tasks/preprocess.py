@@ -204,8 +204,7 @@ def preprocess_shard(shard_url: str, root: str, cfg: PreprocessConfig = Preproce
             flush()
         writer.close()
     frame = pd.DataFrame(rows, columns=FEATURE_COLUMNS)
-    with storage.atomic_open(parquet_url) as f:
-        frame.to_parquet(f, index=False)
+    storage.write_parquet(parquet_url, frame)
     return {
         "shard": shard,
         "samples": len(frame),

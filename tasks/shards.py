@@ -228,8 +228,7 @@ def write_index(out: str, index: pd.DataFrame) -> str:
     """Write ``index.parquet`` atomically; return its URL."""
     url = storage.join(out, "index.parquet")
     frame = index[INDEX_COLUMNS]
-    with storage.atomic_open(url) as f:
-        frame.to_parquet(f, index=False)
+    storage.write_parquet(url, frame)
     return url
 
 
