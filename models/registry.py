@@ -1,0 +1,167 @@
+"""The model registry: ``ROOT/models/{name}/{version}/weights.safetensors`` + ``card.json``, and a
+``champion.json`` pointer per name saying which version colorization uses by default.
+
+Weights are safetensors (never unpickled); a card records the architecture and its config, the
+embedding backbone and its weights hash, the data it was trained on, code version, training time
+and validation metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import asdict
+from typing import Any
+
+import pandas as pd
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+import koala
+from koala import storage
+from koala.errors import KoalaError
+from models.koalarization import Koalarization, KoalarizationConfig
+from models.regression import Regression, RegressionConfig
+from models.unet import UNet, UNetConfig
+
+#: name -> (network class, its config dataclass)
+ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
+    "unet": (UNet, UNetConfig),
+    "koalarization": (Koalarization, KoalarizationConfig),
+    "regression": (Regression, RegressionConfig),
+}
+
+
+class RegistryError(KoalaError):
+    """An unknown model name or version, or a broken registry entry."""
+
+
+def build_model(architecture: str, config: dict[str, Any] | None = None, **overrides) -> nn.Module:
+    """A fresh network of ``architecture`` with its config (dict) and overrides."""
+    if architecture not in ARCHITECTURES:
+        raise RegistryError(f"unknown model {architecture!r}; choose from {sorted(ARCHITECTURES)}")
+    cls, cfg_cls = ARCHITECTURES[architecture]
+    return cls(cfg_cls(**{**(config or {}), **overrides}))
+
+
+def registry_root(root: str) -> str:
+    return storage.join(root, "models")
+
+
+def model_dir(root: str, name: str, version: str) -> str:
+    return storage.join(registry_root(root), name, version)
+
+
+def save_model(root: str, name: str, model: nn.Module, card: dict[str, Any]) -> str:
+    """Register ``model`` under ``name``; return the new version (sortable by time)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    blob = save_safetensors(state)
+    digest = hashlib.sha256(blob).hexdigest()
+    now = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now * 1000) % 1000:03d}Z"
+    version = f"{stamp}-{secrets.token_hex(3)}"  # sortable by time, unique even for equal weights
+    path = model_dir(root, name, version)
+    full = {
+        "name": name,
+        "version": version,
+        "architecture": card.get("architecture", name),
+        "config": asdict(model.config),
+        "weights_sha256": digest,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "code_version": koala.__version__,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **{k: v for k, v in card.items() if k not in ("name", "version")},
+    }
+    storage.atomic_write_bytes(storage.join(path, "weights.safetensors"), blob)
+    storage.atomic_write_bytes(storage.join(path, "card.json"), json.dumps(full, indent=2).encode())
+    return version
+
+
+def versions(root: str, name: str) -> list[str]:
+    """Registered versions of ``name``, oldest first."""
+    fs, path = storage.get_fs(storage.join(registry_root(root), name))
+    if not fs.exists(path):
+        return []
+    return sorted(
+        p.rstrip("/").rsplit("/", 1)[-1]
+        for p in fs.ls(path, detail=False)
+        if fs.exists(f"{p.rstrip('/')}/card.json")
+    )
+
+
+def champion(root: str, name: str) -> str | None:
+    """The champion version of ``name``, if one was promoted."""
+    url = storage.join(registry_root(root), name, "champion.json")
+    return json.loads(storage.read_bytes(url))["version"] if storage.exists(url) else None
+
+
+def promote(root: str, name: str, version: str, reason: str = "") -> None:
+    """Make ``version`` the champion of ``name``."""
+    if version not in versions(root, name):
+        raise RegistryError(f"cannot promote {name}@{version}: no such version")
+    pointer = {
+        "version": version,
+        "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "reason": reason,
+    }
+    url = storage.join(registry_root(root), name, "champion.json")
+    storage.atomic_write_bytes(url, json.dumps(pointer, indent=2).encode())
+
+
+def resolve(root: str, spec: str) -> tuple[str, str]:
+    """``name[@version]`` to (name, version): no version means the champion, else the latest."""
+    name, _, version = spec.partition("@")
+    known = versions(root, name)
+    if not known:
+        raise RegistryError(f"no model named {name!r} in {registry_root(root)}")
+    if not version:
+        version = champion(root, name) or known[-1]
+    if version not in known:
+        raise RegistryError(f"model {name!r} has no version {version!r} (have: {known[-3:]})")
+    return name, version
+
+
+def load_card(root: str, name: str, version: str) -> dict[str, Any]:
+    return json.loads(storage.read_bytes(storage.join(model_dir(root, name, version), "card.json")))
+
+
+def load_model(root: str, spec: str) -> tuple[nn.Module, dict[str, Any]]:
+    """The network of ``name[@version]`` in eval mode, and its card."""
+    name, version = resolve(root, spec)
+    card = load_card(root, name, version)
+    blob = storage.read_bytes(storage.join(model_dir(root, name, version), "weights.safetensors"))
+    if hashlib.sha256(blob).hexdigest() != card["weights_sha256"]:
+        raise RegistryError(f"{name}@{version}: weights do not match the sha256 in its card")
+    model = build_model(card["architecture"], card["config"], **_no_download(card["architecture"]))
+    model.load_state_dict(load_safetensors(blob))
+    return model.eval(), card
+
+
+def _no_download(architecture: str) -> dict[str, Any]:
+    # registered weights replace the pretrained encoder anyway: skip loading it first
+    return {"pretrained": False} if architecture == "unet" else {}
+
+
+def list_models(root: str) -> pd.DataFrame:
+    """One row per registered version: name, version, champion flag, created, val metrics."""
+    fs, path = storage.get_fs(registry_root(root))
+    rows = []
+    if fs.exists(path):
+        for name in sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)):
+            best = champion(root, name)
+            for version in versions(root, name):
+                card = load_card(root, name, version)
+                rows.append(
+                    {
+                        "name": name,
+                        "version": version,
+                        "champion": version == best,
+                        "architecture": card.get("architecture"),
+                        "created_at": card.get("created_at"),
+                        **{f"val_{k}": v for k, v in card.get("val_metrics", {}).items()},
+                    }
+                )
+    return pd.DataFrame(rows)
