@@ -135,6 +135,66 @@ def preprocess_cmd(
     )
 
 
+@app.command("train")
+def train_cmd(
+    data: Annotated[str, typer.Option(help="Dataset root with preprocessed features.")],
+    models: Annotated[str, typer.Option(help="Comma-separated: unet,koalarization,regression.")],
+    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    budget_minutes: Annotated[
+        float | None, typer.Option(help="Same wall-clock budget for every model.")
+    ] = None,
+    backbone: Annotated[str, typer.Option()] = "efficientnet-lite0",
+    batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoints.")] = False,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Train models on feature shards and register the best epoch of each."""
+    _prepare_environment(None)
+    try:
+        from flows.train import train_models
+
+        results = train_models(
+            data=data,
+            models=[m.strip() for m in models.split(",") if m.strip()],
+            backbone=backbone,
+            epochs=epochs,
+            budget_minutes=budget_minutes,
+            batch_size=batch_size,
+            device=None if device == "auto" else device,
+            resume=resume,
+            seed=seed,
+        )
+    except KoalaError as exc:
+        _fail(str(exc))
+    for r in results:
+        typer.echo(
+            f"{r['name']}@{r['version']}: val PSNR {r['val']['psnr']:.2f} dB, "
+            f"{r['epochs']} epoch(s), {r['seconds']:.0f} s"
+        )
+
+
+models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list_cmd(
+    data: Annotated[str, typer.Option(help="Dataset root holding models/.")],
+) -> None:
+    """Registered models and versions; * marks each name's champion."""
+    from models.registry import list_models
+
+    table = list_models(data)
+    if table.empty:
+        typer.echo(f"no models registered under {data.rstrip('/')}/models")
+        return
+    for row in table.to_dict("records"):
+        psnr = row.get("val_psnr")
+        metric = f"  val PSNR {psnr:.2f} dB" if isinstance(psnr, float) and psnr == psnr else ""
+        typer.echo(f"{'*' if row['champion'] else ' '} {row['name']}@{row['version']}{metric}")
+
+
 def main() -> None:
     """Entry point of the ``koala`` console script."""
     app()

@@ -1,0 +1,68 @@
+"""``train-models``: train and register several models on the same feature shards."""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from flows.progress import track
+from infra.runners import task_runner
+from koala.errors import KoalaError
+from models.data import feature_shards
+from models.registry import ARCHITECTURES
+from models.training import TrainConfig, train_model
+
+_opts = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+def _train(root: str, name: str, backbone: str, cfg: TrainConfig, resume: bool) -> dict:
+    """One model's training, logging per epoch to the Prefect run."""
+    from prefect.logging import get_run_logger as run_logger
+
+    log = run_logger()
+    return train_model(root, name, backbone, cfg, resume=resume, log=log.info)
+
+
+train_task = task(_train, name="train-model", **_opts)
+
+
+@flow(name="train-models", task_runner=task_runner(threads=1), log_prints=True)
+def train_models(
+    data: str,
+    models: list[str],
+    backbone: str = "efficientnet-lite0",
+    epochs: int = 30,
+    budget_minutes: float | None = None,
+    batch_size: int = 16,
+    device: str | None = None,
+    resume: bool = False,
+    seed: int = 0,
+) -> list[dict]:
+    """Train each of ``models`` on ``data``'s features; with ``budget_minutes`` every model gets
+    the same wall-clock budget on the same data, so that comparisons are fair."""
+    log = get_run_logger()
+    unknown = [m for m in models if m not in ARCHITECTURES]
+    if unknown:
+        raise KoalaError(f"unknown model(s) {unknown}; choose from {sorted(ARCHITECTURES)}")
+    feature_shards(data, backbone, "train")
+    feature_shards(data, backbone, "val")
+    cfg = TrainConfig(
+        epochs=epochs,
+        budget_minutes=budget_minutes,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+    )
+    log.info("training %s on %s (%s features)", ", ".join(models), data, backbone)
+    futures = [train_task.submit(data, m, backbone, cfg, resume) for m in models]
+    return list(
+        track(
+            futures,
+            "train",
+            lambda r: (
+                f"{r['name']}@{r['version']}: val PSNR "
+                f"{r['val']['psnr']:.2f} dB after {r['epochs']} epoch(s)"
+            ),
+        )
+    )

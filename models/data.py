@@ -1,0 +1,81 @@
+"""Feature shards (``preprocess``'s output) streamed with webdataset into torch batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader
+
+from koala import storage
+from koala.errors import KoalaError
+from models.blocks import AB_SCALE
+from tasks.colour import L_SCALE
+
+
+def feature_shards(root: str, backbone: str, split: str) -> list[str]:
+    """The feature shard URLs of one split, or a one-line error when there are none."""
+    urls = storage.list_files(storage.join(root, "features", backbone), f"{split}-*.tar")
+    if not urls:
+        raise KoalaError(
+            f"no {split} feature shards for {backbone} under {root} (run koala preprocess first)"
+        )
+    return urls
+
+
+def to_tensors(sample: dict) -> dict[str, torch.Tensor | str]:
+    """A decoded feature sample as model inputs: L in [0, 1], a*b*/128, embedding, pad box."""
+    light = torch.from_numpy(sample["l.npy"].astype(np.float32) / (100.0 * L_SCALE))[None]
+    ab = torch.from_numpy(sample["ab.npy"].astype(np.float32) / AB_SCALE)
+    return {
+        "key": sample["__key__"],
+        "light": light,
+        "ab": ab,
+        "embedding": torch.from_numpy(sample["emb.npy"].astype(np.float32)),
+        "box": torch.tensor(sample["json"]["box200"], dtype=torch.long),
+    }
+
+
+def hflip(item: dict) -> dict:
+    """Mirror a sample left-right (L, a*b* and its pad box)."""
+    width = item["light"].shape[-1]
+    x0, y0, x1, y1 = item["box"].tolist()
+    return {
+        **item,
+        "light": item["light"].flip(-1),
+        "ab": item["ab"].flip(-1),
+        "box": torch.tensor([width - x1, y0, width - x0, y1]),
+    }
+
+
+class Augment:
+    """Random left-right flips, seeded (picklable for DataLoader workers)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, item: dict) -> dict:
+        return hflip(item) if self.rng.random() < 0.5 else item
+
+
+def make_loader(
+    urls: list[str],
+    batch_size: int,
+    *,
+    train: bool,
+    seed: int = 0,
+    workers: int = 0,
+) -> DataLoader:
+    """Batches from feature shards; shuffled and flipped (seeded) when ``train``."""
+    storage.register_webdataset_schemes()
+    ds = wds.WebDataset(
+        urls, shardshuffle=len(urls) if train else False, seed=seed, empty_check=False
+    )
+    if train:
+        ds = ds.shuffle(1000, initial=200, seed=seed)
+    ds = ds.decode().map(to_tensors)
+    if train:
+        ds = ds.map(Augment(seed))
+    return DataLoader(
+        ds, batch_size=batch_size, num_workers=workers, persistent_workers=False, drop_last=False
+    )

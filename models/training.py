@@ -1,0 +1,292 @@
+"""Training one colorization model on feature shards: seeded, checkpointed every epoch and on
+interruption, resumable, early-stopped on the val split, optionally under a wall-clock budget;
+the best epoch is registered in the model registry."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from skimage.metrics import peak_signal_noise_ratio
+from torch import nn
+from tqdm import tqdm
+
+from koala import storage
+from models.blocks import AB_SCALE
+from models.data import feature_shards, make_loader
+from models.losses import box_mask, masked_loss
+from models.registry import build_model, save_model
+from models.runtime import resolve_device, set_torch_threads
+from tasks.colour import lab_to_rgb
+
+EMBEDDING_DIMS = {"efficientnet-lite0": 1280, "inception-resnet-v2": 1000}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained; recorded in its card."""
+
+    epochs: int = 30
+    budget_minutes: float | None = None
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 5
+    seed: int = 0
+    device: str | None = None
+    workers: int = 0
+    #: U-Net: start fine-tuning the pretrained encoder (at lr/10) after this many epochs
+    unfreeze_after: int | None = None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def checkpoint_dir(root: str, name: str) -> str:
+    return storage.join(root, "checkpoints", name)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM (a scheduler stopping us) into KeyboardInterrupt, so we checkpoint first."""
+
+    def handler(*_: object) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _save_checkpoint(path: str, model: nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
+    blob = save_safetensors(
+        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    )
+    storage.atomic_write_bytes(storage.join(path, "last.safetensors"), blob)
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)  # tensors and numbers only: loads with weights_only=True
+    storage.atomic_write_bytes(storage.join(path, "optimizer.pt"), buf.getvalue())
+    storage.atomic_write_bytes(storage.join(path, "state.json"), json.dumps(state).encode())
+
+
+def _load_checkpoint(path: str, model: nn.Module, opt: torch.optim.Optimizer) -> dict | None:
+    if not storage.exists(storage.join(path, "state.json")):
+        return None
+    model.load_state_dict(
+        load_safetensors(storage.read_bytes(storage.join(path, "last.safetensors")))
+    )
+    opt.load_state_dict(
+        torch.load(
+            io.BytesIO(storage.read_bytes(storage.join(path, "optimizer.pt"))), weights_only=True
+        )
+    )
+    return json.loads(storage.read_bytes(storage.join(path, "state.json")))
+
+
+def ab_psnr(light: torch.Tensor, pred: torch.Tensor, ab: torch.Tensor, box: torch.Tensor) -> float:
+    """Mean PSNR (RGB, inside the pad box) of L + predicted a*b* against L + true a*b*."""
+    out = []
+    for i in range(light.shape[0]):
+        x0, y0, x1, y1 = box[i].tolist()
+        lum = light[i, 0, y0:y1, x0:x1].numpy()[..., None] * 100.0
+        rgb = [
+            lab_to_rgb(
+                np.concatenate([lum, a[:, y0:y1, x0:x1].numpy().transpose(1, 2, 0) * AB_SCALE], -1)
+            )
+            for a in (pred[i].float().cpu(), ab[i])
+        ]
+        out.append(peak_signal_noise_ratio(rgb[1], rgb[0], data_range=255))
+    return float(np.mean(out))
+
+
+def evaluate_val(model: nn.Module, loader, device: torch.device, loss: str) -> dict[str, float]:
+    """Masked loss and RGB PSNR on the val split."""
+    model.eval()
+    losses, psnrs, n = [], [], 0
+    with torch.inference_mode():
+        for b in loader:
+            light, ab = b["light"].to(device), b["ab"].to(device)
+            pred = model(light, b["embedding"].to(device))
+            mask = box_mask(b["box"].to(device), light.shape[-2:])
+            losses.append(masked_loss(loss, pred, ab, mask).item() * len(light))
+            psnrs.append(ab_psnr(b["light"], pred.cpu(), b["ab"], b["box"]) * len(light))
+            n += len(light)
+    return {"loss": sum(losses) / max(n, 1), "psnr": sum(psnrs) / max(n, 1)}
+
+
+def train_model(
+    root: str,
+    name: str,
+    backbone: str = "efficientnet-lite0",
+    cfg: TrainConfig = TrainConfig(),
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train ``name`` on ``root``'s feature shards; register the best epoch; return a summary."""
+    seed_everything(cfg.seed)
+    set_torch_threads()
+    device = resolve_device(cfg.device)
+    kwargs = {"embedding_dim": EMBEDDING_DIMS[backbone]} if name != "regression" else {}
+    model = build_model(name, **kwargs).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    train_urls = feature_shards(root, backbone, "train")
+    val_urls = feature_shards(root, backbone, "val")
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
+    ckpt = checkpoint_dir(root, name)
+    state = {
+        "epoch": 0,
+        "best_val": float("inf"),
+        "best_epoch": -1,
+        "stale": 0,
+        "history": [],
+        "seconds": 0.0,
+    }
+    if resume and (loaded := _load_checkpoint(ckpt, model, opt)):
+        state = loaded
+        log(f"{name}: resuming after epoch {state['epoch']}")
+    best_blob = (
+        storage.read_bytes(storage.join(ckpt, "best.safetensors"))
+        if resume and storage.exists(storage.join(ckpt, "best.safetensors"))
+        else None
+    )
+    val_loader = make_loader(val_urls, cfg.batch_size, train=False)
+    started = time.perf_counter() - state["seconds"]
+    budget = cfg.budget_minutes * 60 if cfg.budget_minutes else None
+    over_budget = False
+    with sigterm_as_interrupt():
+        try:
+            for epoch in range(state["epoch"], cfg.epochs):
+                if (
+                    name == "unet"
+                    and cfg.unfreeze_after is not None
+                    and epoch >= cfg.unfreeze_after
+                    and not model.encoder_trainable
+                ):
+                    model.set_encoder_trainable(True)
+                    opt.add_param_group(
+                        {"params": list(model.encoder.parameters()), "lr": cfg.lr / 10}
+                    )
+                model.train()
+                loader = make_loader(
+                    train_urls,
+                    cfg.batch_size,
+                    train=True,
+                    seed=cfg.seed + epoch,
+                    workers=cfg.workers,
+                )
+                total, count = 0.0, 0
+                bar = tqdm(
+                    loader,
+                    desc=f"{name} epoch {epoch + 1}",
+                    unit="batch",
+                    file=sys.stderr,
+                    disable=not sys.stderr.isatty(),
+                    leave=False,
+                )
+                for b in bar:
+                    light, ab = b["light"].to(device), b["ab"].to(device)
+                    mask = box_mask(b["box"].to(device), light.shape[-2:])
+                    with torch.autocast(device.type, enabled=device.type == "cuda"):
+                        pred = model(light, b["embedding"].to(device))
+                    loss = masked_loss(model.loss, pred, ab, mask)
+                    opt.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                    total += loss.item() * len(light)
+                    count += len(light)
+                    bar.set_postfix(loss=f"{total / count:.4f}")
+                    if budget and time.perf_counter() - started > budget:
+                        over_budget = True
+                        break
+                val = evaluate_val(model, val_loader, device, model.loss)
+                state["epoch"] = epoch + 1
+                state["seconds"] = time.perf_counter() - started
+                state["history"].append(
+                    {
+                        "epoch": epoch + 1,
+                        "train_loss": total / max(count, 1),
+                        "val_loss": val["loss"],
+                        "val_psnr": val["psnr"],
+                        "seconds": round(state["seconds"], 1),
+                    }
+                )
+                log(
+                    f"{name} epoch {epoch + 1}: train {total / max(count, 1):.4f}, val "
+                    f"{val['loss']:.4f}, val PSNR {val['psnr']:.2f} dB ({state['seconds']:.0f} s)"
+                )
+                if val["loss"] < state["best_val"]:
+                    state.update(
+                        best_val=val["loss"], best_epoch=epoch + 1, stale=0, best_psnr=val["psnr"]
+                    )
+                    best_blob = save_safetensors(
+                        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+                    )
+                    storage.atomic_write_bytes(storage.join(ckpt, "best.safetensors"), best_blob)
+                else:
+                    state["stale"] += 1
+                _save_checkpoint(ckpt, model, opt, state)
+                if over_budget or state["stale"] >= cfg.patience:
+                    log(f"{name}: stopping ({'budget' if over_budget else 'no val improvement'})")
+                    break
+        except KeyboardInterrupt:
+            state["seconds"] = time.perf_counter() - started
+            _save_checkpoint(ckpt, model, opt, state)
+            log(f"{name}: interrupted; checkpoint saved after epoch {state['epoch']}")
+            raise
+    if best_blob is not None:
+        model.load_state_dict(load_safetensors(best_blob))
+    features_index = storage.join(root, "features", backbone, "index.parquet")
+    card = {
+        "architecture": name,
+        "backbone": backbone,
+        "backbone_weights_sha256": _first_weights_hash(features_index),
+        "data_index_sha256": hashlib.sha256(
+            storage.read_bytes(storage.join(root, "index.parquet"))
+        ).hexdigest(),
+        "training": asdict(cfg),
+        "training_seconds": round(state["seconds"], 1),
+        "epochs_run": state["epoch"],
+        "best_epoch": state["best_epoch"],
+        "val_metrics": {"loss": state["best_val"], "psnr": state.get("best_psnr")},
+        "history": state["history"],
+    }
+    version = save_model(root, name, model.cpu(), card)
+    log(f"{name}: registered version {version} (best epoch {state['best_epoch']})")
+    return {
+        "name": name,
+        "version": version,
+        "val": card["val_metrics"],
+        "epochs": state["epoch"],
+        "seconds": card["training_seconds"],
+    }
+
+
+def _first_weights_hash(features_index: str) -> str | None:
+    if not storage.exists(features_index):
+        return None
+    return str(storage.read_parquet(features_index, columns=["weights_sha256"]).iloc[0, 0])

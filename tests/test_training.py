@@ -1,0 +1,89 @@
+"""Training through the flow on a tiny dataset: registry entries, resume, interruption, budget,
+determinism."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from flows.build_dataset import build_dataset
+from flows.train import train_models
+from koala.cli import app
+from models.registry import list_models, load_model
+from models.training import TrainConfig, checkpoint_dir, train_model
+from tasks.preprocess import preprocess_shard
+from tests.fixtures import colour_photo, encode
+
+FAST = TrainConfig(epochs=2, batch_size=4, patience=5)
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> Path:
+    """12 photos in train/ and val/ folders, built and preprocessed (tasks called directly)."""
+    root = tmp_path_factory.mktemp("train")
+    for i in range(12):
+        folder = root / "photos" / ("train" if i < 8 else "val")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"p{i}.jpg").write_bytes(encode(colour_photo(300 + i, (120, 90))))
+    data = root / "data"
+    build_dataset(sources=[str(root / "photos")], out=str(data), splits="folders", shard_size=4)
+    for shard in sorted((data / "shards").glob("*.tar")):
+        preprocess_shard(str(shard), str(data))
+    return data
+
+
+def test_flow_trains_and_registers_each_model(features: Path) -> None:
+    results = train_models(
+        data=str(features), models=["regression", "koalarization"], epochs=2, batch_size=4
+    )
+    assert [r["name"] for r in results] == ["regression", "koalarization"]
+    table = list_models(str(features))
+    assert {"regression", "koalarization"} <= set(table["name"])
+    _, card = load_model(str(features), "koalarization")
+    assert card["epochs_run"] == 2 and len(card["history"]) == 2
+    assert card["backbone"] == "efficientnet-lite0" and len(card["data_index_sha256"]) == 64
+    assert card["val_metrics"]["psnr"] > 10
+    out = CliRunner().invoke(app, ["models", "list", "--data", str(features)])
+    assert out.exit_code == 0 and "koalarization@" in out.output and "val PSNR" in out.output
+
+
+def test_same_seed_same_weights(features: Path) -> None:
+    a = train_model(str(features), "regression", cfg=TrainConfig(epochs=1, batch_size=4, seed=3))
+    b = train_model(str(features), "regression", cfg=TrainConfig(epochs=1, batch_size=4, seed=3))
+    wa = load_model(str(features), f"regression@{a['version']}")[0].state_dict()
+    wb = load_model(str(features), f"regression@{b['version']}")[0].state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_interrupted_training_checkpoints_and_resumes(features: Path) -> None:
+    def stop_after_first_epoch(message: str) -> None:
+        if "epoch 1:" in message:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_model(str(features), "unet", cfg=FAST, log=stop_after_first_epoch)
+    ckpt = Path(checkpoint_dir(str(features), "unet"))
+    assert (ckpt / "last.safetensors").exists() and (ckpt / "optimizer.pt").exists()
+    after_one = load_file(str(ckpt / "last.safetensors"))
+    messages: list[str] = []
+    result = train_model(str(features), "unet", cfg=FAST, resume=True, log=messages.append)
+    assert messages[0] == "unet: resuming after epoch 1"
+    assert result["epochs"] == 2 and not any("epoch 1:" in m for m in messages)
+    final = load_file(str(ckpt / "last.safetensors"))
+    assert any(not torch.equal(after_one[k], final[k]) for k in final)
+
+
+def test_budget_stops_training(features: Path) -> None:
+    result = train_model(
+        str(features), "regression", cfg=TrainConfig(epochs=50, batch_size=4, budget_minutes=0.0001)
+    )
+    assert result["epochs"] == 1
+
+
+def test_unknown_model_is_a_clear_error(features: Path) -> None:
+    out = CliRunner().invoke(app, ["train", "--data", str(features), "--models", "unet,vgg"])
+    assert out.exit_code == 2 and "unknown model(s) ['vgg']" in out.output
