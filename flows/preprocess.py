@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
@@ -12,7 +11,12 @@ from infra.runners import dask_runner
 from koala import storage
 from koala.errors import KoalaError
 from models.backbones import BACKBONES
-from tasks.preprocess import PreprocessConfig, features_dir, preprocess_shard, shard_outputs
+from tasks.preprocess import (
+    PreprocessConfig,
+    features_dir,
+    preprocess_shard,
+    write_features_index,
+)
 from tasks.quality import validate_features_index
 
 _opts = {"cache_policy": NO_CACHE, "persist_result": False}
@@ -62,9 +66,7 @@ def preprocess(
         )
     )
     out = features_dir(data, backbone)
-    parts = [storage.read_parquet(shard_outputs(out, r["shard"])[1]) for r in results]
-    index = pd.concat(parts, ignore_index=True).sort_values("key", ignore_index=True)
-    storage.write_parquet(storage.join(out, "index.parquet"), index)
+    index = write_features_index(data, backbone, [r["shard"] for r in results])
     accepted = storage.read_parquet(storage.join(data, "index.parquet"), columns=["status"])
     quality = validate_task(
         index,

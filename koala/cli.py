@@ -174,6 +174,40 @@ def train_cmd(
         )
 
 
+@app.command("evaluate")
+def evaluate_cmd(
+    data: Annotated[str, typer.Option(help="Dataset root with features and models.")],
+    models: Annotated[str, typer.Option(help="Comma-separated NAME[@VERSION].")],
+    report: Annotated[str, typer.Option(help="Folder for metrics, summary and index.html.")],
+    split: Annotated[str, typer.Option(help="test, val or train.")] = "test",
+    backbone: Annotated[str, typer.Option()] = "efficientnet-lite0",
+    samples: Annotated[int, typer.Option(min=0, help="Images in the sample grid.")] = 8,
+) -> None:
+    """Evaluate models and the gray / mean-ab baselines at full resolution; write a report."""
+    _prepare_environment(None)
+    try:
+        from flows.evaluate import evaluate_models
+        from tasks.evaluate import report_path
+
+        summary = evaluate_models(
+            data=data,
+            models=[m.strip() for m in models.split(",") if m.strip()],
+            report=report,
+            backbone=backbone,
+            split=split,
+            samples=samples,
+        )
+    except KoalaError as exc:
+        _fail(str(exc))
+    typer.echo(f"{'model':44s} {'PSNR':>7s} {'SSIM':>6s} {'abMAE':>6s} {'colour':>7s} {'FD':>7s}")
+    for name, m in summary.items():
+        typer.echo(
+            f"{name:44s} {m['psnr']:7.2f} {m['ssim']:6.3f} {m['ab_mae']:6.2f} "
+            f"{m['colourfulness_ratio']:7.2f} {m['fd_lite0']:7.1f}"
+        )
+    typer.echo(f"report: {report_path(report)}")
+
+
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
@@ -193,6 +227,23 @@ def models_list_cmd(
         psnr = row.get("val_psnr")
         metric = f"  val PSNR {psnr:.2f} dB" if isinstance(psnr, float) and psnr == psnr else ""
         typer.echo(f"{'*' if row['champion'] else ' '} {row['name']}@{row['version']}{metric}")
+
+
+@models_app.command("promote")
+def models_promote_cmd(
+    spec: Annotated[str, typer.Argument(help="NAME@VERSION to make the champion.")],
+    data: Annotated[str, typer.Option(help="Dataset root holding models/.")],
+    reason: Annotated[str, typer.Option(help="Recorded with the pointer.")] = "by hand",
+) -> None:
+    """Make a registered version the champion that colorization uses by default."""
+    from models.registry import promote
+
+    name, _, version = spec.partition("@")
+    try:
+        promote(data, name, version, reason=reason)
+    except KoalaError as exc:
+        _fail(str(exc))
+    typer.echo(f"{name}@{version} is now the champion")
 
 
 def main() -> None:

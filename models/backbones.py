@@ -53,6 +53,11 @@ class EmbeddingBackbone(nn.Module):
         self.register_buffer("mean", torch.tensor(info.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(info.std).view(1, 3, 1, 1), persistent=False)
 
+    def pooled_rgb(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Pooled features of colour images in [0, 1] (B, 3, H, W): for FD-lite0."""
+        x = (rgb - self.mean) / self.std
+        return self.net(x.contiguous(memory_format=torch.channels_last))[0]
+
     def forward(self, gray: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (gray.expand(-1, 3, -1, -1) - self.mean) / self.std
         pooled, logits = self.net(x.contiguous(memory_format=torch.channels_last))

@@ -21,6 +21,13 @@ def masked_loss(
     return (per_pixel * weight).sum() / weight.sum().clamp_min(1.0)
 
 
+def chroma_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean of | |ab_pred| - |ab_true| |: penalises washed-out (sepia) predictions
+    without forcing a hue, so vividness can be pushed up where regression losses shrink it."""
+    diff = (pred.float().norm(dim=1, keepdim=True) - target.float().norm(dim=1, keepdim=True)).abs()
+    return (diff * mask).sum() / mask.sum().clamp_min(1.0)
+
+
 def box_mask(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, 1, H, W) float mask, 1 inside each (x0, y0, x1, y1) box (x1, y1 exclusive)."""
     h, w = size

@@ -13,6 +13,7 @@ import json
 import secrets
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -35,6 +36,9 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
 }
 
 
+SHIPPED = "<shipped>"
+
+
 class RegistryError(KoalaError):
     """An unknown model name or version, or a broken registry entry."""
 
@@ -47,8 +51,13 @@ def build_model(architecture: str, config: dict[str, Any] | None = None, **overr
     return cls(cfg_cls(**{**(config or {}), **overrides}))
 
 
+#: models committed with the code (the default colorization model), used when ROOT has none
+SHIPPED_REGISTRY = str(Path(__file__).resolve().parent / "shipped")
+
+
 def registry_root(root: str) -> str:
-    return storage.join(root, "models")
+    """The registry folder of a dataset root (``ROOT/models``), or the shipped one."""
+    return SHIPPED_REGISTRY if root == SHIPPED else storage.join(root, "models")
 
 
 def model_dir(root: str, name: str, version: str) -> str:
@@ -111,6 +120,13 @@ def promote(root: str, name: str, version: str, reason: str = "") -> None:
     storage.atomic_write_bytes(url, json.dumps(pointer, indent=2).encode())
 
 
+def locate(root: str, name: str) -> str:
+    """``root`` when its registry has ``name``, else the shipped registry when that has it."""
+    if versions(root, name) or not versions(SHIPPED, name):
+        return root
+    return SHIPPED
+
+
 def resolve(root: str, spec: str) -> tuple[str, str]:
     """``name[@version]`` to (name, version): no version means the champion, else the latest."""
     name, _, version = spec.partition("@")
@@ -129,7 +145,9 @@ def load_card(root: str, name: str, version: str) -> dict[str, Any]:
 
 
 def load_model(root: str, spec: str) -> tuple[nn.Module, dict[str, Any]]:
-    """The network of ``name[@version]`` in eval mode, and its card."""
+    """The network of ``name[@version]`` in eval mode, and its card; a name that ``root`` does
+    not have comes from the models shipped with Koala."""
+    root = locate(root, spec.partition("@")[0])
     name, version = resolve(root, spec)
     card = load_card(root, name, version)
     blob = storage.read_bytes(storage.join(model_dir(root, name, version), "weights.safetensors"))

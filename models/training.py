@@ -26,7 +26,7 @@ from tqdm import tqdm
 from koala import storage
 from models.blocks import AB_SCALE
 from models.data import feature_shards, make_loader
-from models.losses import box_mask, masked_loss
+from models.losses import box_mask, chroma_loss, masked_loss
 from models.registry import build_model, save_model
 from models.runtime import resolve_device, set_torch_threads
 from tasks.colour import lab_to_rgb
@@ -142,13 +142,14 @@ def train_model(
     cfg: TrainConfig = TrainConfig(),
     resume: bool = False,
     log: Callable[[str], None] = print,
+    model_options: dict | None = None,
 ) -> dict:
     """Train ``name`` on ``root``'s feature shards; register the best epoch; return a summary."""
     seed_everything(cfg.seed)
     set_torch_threads()
     device = resolve_device(cfg.device)
     kwargs = {"embedding_dim": EMBEDDING_DIMS[backbone]} if name != "regression" else {}
-    model = build_model(name, **kwargs).to(device)
+    model = build_model(name, **{**kwargs, **(model_options or {})}).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     train_urls = feature_shards(root, backbone, "train")
@@ -213,6 +214,9 @@ def train_model(
                     with torch.autocast(device.type, enabled=device.type == "cuda"):
                         pred = model(light, b["embedding"].to(device))
                     loss = masked_loss(model.loss, pred, ab, mask)
+                    chroma_weight = getattr(model.config, "chroma_weight", 0.0)
+                    if chroma_weight:
+                        loss = loss + chroma_weight * chroma_loss(pred, ab, mask)
                     opt.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.step(opt)
@@ -284,6 +288,15 @@ def train_model(
         "epochs": state["epoch"],
         "seconds": card["training_seconds"],
     }
+
+
+def _train_mean_ab(features_index: str) -> list[float] | None:
+    """Mean a*b* of the training split: the mean-ab baseline for datasets without one."""
+    if not storage.exists(features_index):
+        return None
+    index = storage.read_parquet(features_index, columns=["split", "a_mean", "b_mean"])
+    train = index[index["split"] == "train"]
+    return [float(train["a_mean"].mean()), float(train["b_mean"].mean())] if len(train) else None
 
 
 def _first_weights_hash(features_index: str) -> str | None:

@@ -24,6 +24,8 @@ class UNetConfig:
     embedding_dim: int = 1280
     pretrained: bool = True
     freeze_encoder: bool = True
+    #: weight of the chroma-matching term added to the smooth L1 loss (see models/losses.py)
+    chroma_weight: float = 0.0
 
 
 class UpBlock(nn.Module):

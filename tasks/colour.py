@@ -3,6 +3,8 @@ and the Hasler-Süsstrunk colourfulness. Shared by preprocessing, training and c
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from PIL import Image
 from skimage.color import lab2rgb, rgb2lab
@@ -10,6 +12,8 @@ from skimage.color import lab2rgb, rgb2lab
 PAD_COLOUR = (255, 255, 255)
 #: stored L is uint8 = round(L * 255 / 100); stored a*b* are int8 = round(clip(ab, -128, 127))
 L_SCALE = 255.0 / 100.0
+# predicted a*b* may fall outside the sRGB gamut; lab_to_rgb clips, as intended
+warnings.filterwarnings("ignore", message="Conversion from CIE-LAB", category=UserWarning)
 
 
 def fit_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
@@ -66,3 +70,23 @@ def colourfulness(rgb: np.ndarray) -> float:
     r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
     rg, yb = r - g, 0.5 * (r + g) - b
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+
+
+def merge_full_resolution(
+    lab_full: np.ndarray, ab_view: np.ndarray, box: tuple[int, int, int, int]
+) -> np.ndarray:
+    """Full-resolution Lab: the image's own L with a*b* predicted on a padded view.
+
+    ``ab_view`` (2, S, S) is the prediction on the padded square; the part inside ``box`` is
+    upsampled (bilinear) to the image's size and put next to its full-resolution L."""
+    import torch
+    import torch.nn.functional as F
+
+    x0, y0, x1, y1 = box
+    h, w = lab_full.shape[:2]
+    crop = torch.from_numpy(np.ascontiguousarray(ab_view[:, y0:y1, x0:x1], dtype=np.float32))
+    ab = F.interpolate(crop[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    out = np.empty((h, w, 3), dtype=np.float32)
+    out[..., 0] = lab_full[..., 0]
+    out[..., 1:] = ab.numpy().transpose(1, 2, 0)
+    return out

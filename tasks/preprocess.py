@@ -252,3 +252,12 @@ def _row(
         "embed_size": cfg.embed_size,
         "cache_key": key,
     }
+
+
+def write_features_index(root: str, backbone: str, shards: list[str]) -> pd.DataFrame:
+    """Combine the per-shard Parquets of ``shards`` into ``features/{backbone}/index.parquet``."""
+    out = features_dir(root, backbone)
+    parts = [storage.read_parquet(shard_outputs(out, s)[1]) for s in shards]
+    index = pd.concat(parts, ignore_index=True).sort_values("key", ignore_index=True)
+    storage.write_parquet(storage.join(out, "index.parquet"), index)
+    return index

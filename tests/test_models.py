@@ -109,3 +109,18 @@ def test_registry_round_trip_and_champion(tmp_path: Path) -> None:
     card_path.write_text(json.dumps(tampered))
     with pytest.raises(RegistryError, match="do not match"):
         load_model(root, f"koalarization@{v2}")
+
+
+def test_shipped_models_are_found_when_the_root_has_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.registry as reg
+
+    shipped = tmp_path / "shipped"
+    monkeypatch.setattr(reg, "SHIPPED_REGISTRY", str(shipped))
+    shipped_version = save_model(reg.SHIPPED, "regression", small("regression"), {})
+    assert (shipped / "regression" / shipped_version / "card.json").exists()
+    _, card = load_model(str(tmp_path / "data"), "regression")
+    assert card["version"] == shipped_version
+    own = save_model(str(tmp_path / "data"), "regression", small("regression"), {})
+    assert load_model(str(tmp_path / "data"), "regression")[1]["version"] == own

@@ -3,8 +3,10 @@ determinism."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -15,7 +17,7 @@ from flows.train import train_models
 from koala.cli import app
 from models.registry import list_models, load_model
 from models.training import TrainConfig, checkpoint_dir, train_model
-from tasks.preprocess import preprocess_shard
+from tasks.preprocess import preprocess_shard, write_features_index
 from tests.fixtures import colour_photo, encode
 
 FAST = TrainConfig(epochs=2, batch_size=4, patience=5)
@@ -31,8 +33,10 @@ def features(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> P
         (folder / f"p{i}.jpg").write_bytes(encode(colour_photo(300 + i, (120, 90))))
     data = root / "data"
     build_dataset(sources=[str(root / "photos")], out=str(data), splits="folders", shard_size=4)
-    for shard in sorted((data / "shards").glob("*.tar")):
+    shards = sorted((data / "shards").glob("*.tar"))
+    for shard in shards:
         preprocess_shard(str(shard), str(data))
+    write_features_index(str(data), "efficientnet-lite0", [s.stem for s in shards])
     return data
 
 
@@ -87,3 +91,40 @@ def test_budget_stops_training(features: Path) -> None:
 def test_unknown_model_is_a_clear_error(features: Path) -> None:
     out = CliRunner().invoke(app, ["train", "--data", str(features), "--models", "unet,vgg"])
     assert out.exit_code == 2 and "unknown model(s) ['vgg']" in out.output
+
+
+def test_evaluate_writes_metrics_summary_and_report(features: Path, tmp_path: Path) -> None:
+    from flows.evaluate import evaluate_models
+
+    train_model(str(features), "regression", cfg=TrainConfig(epochs=1, batch_size=4))
+    report = tmp_path / "report"
+    out = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--data",
+            str(features),
+            "--models",
+            "regression",
+            "--report",
+            str(report),
+            "--split",
+            "val",
+            "--samples",
+            "2",
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert "gray" in out.output and "mean_ab" in out.output and "regression@" in out.output
+    summary = json.loads((report / "summary.json").read_text())
+    assert set(summary) >= {"gray", "mean_ab"} and len(summary) == 3
+    assert summary["gray"]["colourfulness"] == pytest.approx(0.0, abs=0.5)
+    metrics = pd.read_parquet(report / "metrics.parquet")
+    assert len(metrics) == 4 * 3  # 4 val images x (2 baselines + 1 model)
+    page = (report / "index.html").read_text()
+    assert page.count("<img") == 2 * 4  # 2 samples x (gray, model, mean_ab, ground truth)
+    assert "class='best'" in page and "FD-lite0" in page
+    for src in __import__("re").findall(r"src='([^']+)'", page):
+        assert (report / src).stat().st_size > 0
+    with pytest.raises(Exception, match="no model named"):
+        evaluate_models(data=str(features), models=["zhang"], report=str(report), split="val")
