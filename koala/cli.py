@@ -20,6 +20,11 @@ def _root() -> None:
     """Koala: colorize grayscale photographs at archive scale; every subcommand is a flow."""
 
 
+def _names(text: str) -> list[str]:
+    """``"a, b,c"`` -> ``["a", "b", "c"]``."""
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"koala: error: {message}", err=True)
     raise typer.Exit(code)
@@ -156,7 +161,7 @@ def train_cmd(
 
         results = train_models(
             data=data,
-            models=[m.strip() for m in models.split(",") if m.strip()],
+            models=_names(models),
             backbone=backbone,
             epochs=epochs,
             budget_minutes=budget_minutes,
@@ -191,7 +196,7 @@ def evaluate_cmd(
 
         summary = evaluate_models(
             data=data,
-            models=[m.strip() for m in models.split(",") if m.strip()],
+            models=_names(models),
             report=report,
             backbone=backbone,
             split=split,
