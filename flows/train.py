@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+
+import dask
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
@@ -25,6 +28,22 @@ def _train(root: str, name: str, backbone: str, cfg: TrainConfig, resume: bool) 
 
 
 train_task = task(_train, name="train-model", **_opts)
+
+
+def gpu_resource_annotation() -> contextlib.AbstractContextManager:
+    """``dask.annotate(resources={"GPU": 1})`` when the flow runs on a Dask cluster that has a
+    worker offering a ``GPU`` resource (``dask worker --resources GPU=1``); otherwise nothing,
+    and training runs wherever it lands, on CPU if that is all there is."""
+    try:
+        import distributed
+
+        client = distributed.get_client()
+    except (ImportError, ValueError):  # no Dask client: the default thread runner
+        return contextlib.nullcontext()
+    workers = client.scheduler_info().get("workers", {}).values()
+    if any(w.get("resources", {}).get("GPU") for w in workers):
+        return dask.annotate(resources={"GPU": 1})
+    return contextlib.nullcontext()
 
 
 @flow(name="train-models", task_runner=task_runner(threads=1), log_prints=True)
@@ -55,7 +74,8 @@ def train_models(
         seed=seed,
     )
     log.info("training %s on %s (%s features)", ", ".join(models), data, backbone)
-    futures = [train_task.submit(data, m, backbone, cfg, resume) for m in models]
+    with gpu_resource_annotation():
+        futures = [train_task.submit(data, m, backbone, cfg, resume) for m in models]
     return list(
         track(
             futures,

@@ -48,14 +48,40 @@ def hflip(item: dict) -> dict:
     }
 
 
-class Augment:
-    """Random left-right flips, seeded (picklable for DataLoader workers)."""
+def crop(item: dict, x: int, y: int, size: int) -> dict:
+    """A ``size`` square of a sample at (x, y), its pad box moved and clipped to the window."""
+    x0, y0, x1, y1 = item["box"].tolist()
+    box = [
+        min(max(x0 - x, 0), size),
+        min(max(y0 - y, 0), size),
+        min(max(x1 - x, 0), size),
+        min(max(y1 - y, 0), size),
+    ]
+    return {
+        **item,
+        "light": item["light"][:, y : y + size, x : x + size],
+        "ab": item["ab"][:, y : y + size, x : x + size],
+        "box": torch.tensor(box),
+    }
 
-    def __init__(self, seed: int) -> None:
+
+class Augment:
+    """Random left-right flips and, for models without a global embedding (a crop would no
+    longer match it), random square crops; seeded, picklable for DataLoader workers."""
+
+    def __init__(self, seed: int, crop_size: int | None = None) -> None:
         self.rng = np.random.default_rng(seed)
+        self.crop_size = crop_size
 
     def __call__(self, item: dict) -> dict:
-        return hflip(item) if self.rng.random() < 0.5 else item
+        if self.rng.random() < 0.5:
+            item = hflip(item)
+        if self.crop_size:
+            h, w = item["light"].shape[-2:]
+            x = int(self.rng.integers(0, w - self.crop_size + 1))
+            y = int(self.rng.integers(0, h - self.crop_size + 1))
+            item = crop(item, x, y, self.crop_size)
+        return item
 
 
 def make_loader(
@@ -65,8 +91,9 @@ def make_loader(
     train: bool,
     seed: int = 0,
     workers: int = 0,
+    crop_size: int | None = None,
 ) -> DataLoader:
-    """Batches from feature shards; shuffled and flipped (seeded) when ``train``."""
+    """Batches from feature shards; shuffled, flipped (and cropped) when ``train``, seeded."""
     storage.register_webdataset_schemes()
     ds = wds.WebDataset(
         urls, shardshuffle=len(urls) if train else False, seed=seed, empty_check=False
@@ -75,7 +102,7 @@ def make_loader(
         ds = ds.shuffle(1000, initial=200, seed=seed)
     ds = ds.decode().map(to_tensors)
     if train:
-        ds = ds.map(Augment(seed))
+        ds = ds.map(Augment(seed, crop_size))
     return DataLoader(
         ds, batch_size=batch_size, num_workers=workers, persistent_workers=False, drop_last=False
     )

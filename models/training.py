@@ -49,6 +49,8 @@ class TrainConfig:
     workers: int = 0
     #: U-Net: start fine-tuning the pretrained encoder (at lr/10) after this many epochs
     unfreeze_after: int | None = None
+    #: random crops for models without a global embedding (whose crops would not match it)
+    crop_size: int = 176
 
 
 def seed_everything(seed: int) -> None:
@@ -198,6 +200,7 @@ def train_model(
                     train=True,
                     seed=cfg.seed + epoch,
                     workers=cfg.workers,
+                    crop_size=None if model.uses_embedding else cfg.crop_size,
                 )
                 total, count = 0.0, 0
                 bar = tqdm(
