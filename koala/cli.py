@@ -89,7 +89,9 @@ def build_dataset_cmd(
         preflight(source, out, splits)
         from tasks.sources import enumerate_inputs
 
-        enumerate_inputs(source, f"{out.rstrip('/')}/_staging")  # fail fast on bad sources
+        # Listing the sources here too costs a second pass over them, but a bad source then
+        # fails as one clean line before Prefect starts (the flow checks again for deployments).
+        enumerate_inputs(source, f"{out.rstrip('/')}/_staging")
         stats = build_dataset(
             sources=source,
             out=out,

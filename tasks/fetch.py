@@ -18,7 +18,7 @@ from koala.settings import get_settings
 from tasks.images import Rejected
 from tasks.sources import FETCHABLE_SCHEMES, scheme
 
-USER_AGENT = "koala-ingest/0.1 (+https://github.com/koala-colorize)"
+USER_AGENT = "koala-ingest/0.1"
 
 
 class _Transient(Exception):
@@ -101,7 +101,7 @@ def fetch(uri: str, client: httpx.Client, max_bytes: int, attempts: int) -> byte
         return fetch_http(client, uri, max_bytes, attempts)
     if s != "file":
         try:
-            fsspec.get_filesystem_class(s.split("::")[0])
+            fsspec.get_filesystem_class(s)
         except (ValueError, ImportError):
             raise Rejected("unsupported_scheme", f"unsupported URL scheme {s!r}") from None
     return fetch_fsspec(uri, max_bytes)

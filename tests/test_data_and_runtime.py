@@ -56,6 +56,7 @@ def test_training_asks_for_a_gpu_worker_only_when_the_cluster_has_one() -> None:
                 dashboard_address=None,
                 resources=resources,
             ) as cluster,
-            Client(cluster),gpu_resource_annotation()
+            Client(cluster),
+            gpu_resource_annotation(),
         ):
             assert dask.get_annotations() == expected
