@@ -26,7 +26,15 @@ from tqdm import tqdm
 from koala import storage
 from models.blocks import AB_SCALE
 from models.data import feature_shards, make_loader
-from models.losses import box_mask, chroma_loss, masked_loss
+from models.losses import (
+    AB_GRID,
+    AB_RANGE,
+    ab_bin_index,
+    box_mask,
+    chroma_loss,
+    masked_loss,
+    rebalancing_weights,
+)
 from models.registry import build_model, save_model
 from models.runtime import resolve_device, set_torch_threads
 from tasks.colour import lab_to_rgb
@@ -106,6 +114,16 @@ def _load_checkpoint(path: str, model: nn.Module, opt: torch.optim.Optimizer) ->
     return json.loads(storage.read_bytes(storage.join(path, "state.json")))
 
 
+def ab_weights(train_urls: list[str], batch_size: int, lam: float) -> torch.Tensor:
+    """Rebalancing weights per a*b* bin from the training split's real (unpadded) pixels."""
+    n = (2 * AB_RANGE // AB_GRID) ** 2
+    counts = torch.zeros(n, dtype=torch.long)
+    for b in make_loader(train_urls, batch_size, train=False):
+        mask = box_mask(b["box"], b["ab"].shape[-2:])[:, 0].bool()
+        counts += torch.bincount(ab_bin_index(b["ab"] * AB_SCALE)[mask], minlength=n)
+    return rebalancing_weights(counts, lam)
+
+
 def ab_psnr(light: torch.Tensor, pred: torch.Tensor, ab: torch.Tensor, box: torch.Tensor) -> float:
     """Mean PSNR (RGB, inside the pad box) of L + predicted a*b* against L + true a*b*."""
     out = []
@@ -177,6 +195,10 @@ def train_model(
         else None
     )
     val_loader = make_loader(val_urls, cfg.batch_size, train=False)
+    rebalance = getattr(model.config, "rebalance", 0.0)
+    bin_weights = (
+        ab_weights(train_urls, cfg.batch_size, rebalance).to(device) if rebalance else None
+    )
     started = time.perf_counter() - state["seconds"]
     budget = cfg.budget_minutes * 60 if cfg.budget_minutes else None
     over_budget = False
@@ -216,6 +238,8 @@ def train_model(
                     mask = box_mask(b["box"].to(device), light.shape[-2:])
                     with torch.autocast(device.type, enabled=device.type == "cuda"):
                         pred = model(light, b["embedding"].to(device))
+                    if bin_weights is not None:  # weight pixels by the rarity of their colour
+                        mask = mask * bin_weights[ab_bin_index(ab * AB_SCALE)].unsqueeze(1)
                     loss = masked_loss(model.loss, pred, ab, mask)
                     chroma_weight = getattr(model.config, "chroma_weight", 0.0)
                     if chroma_weight:

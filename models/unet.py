@@ -26,6 +26,8 @@ class UNetConfig:
     freeze_encoder: bool = True
     #: weight of the chroma-matching term added to the smooth L1 loss (see models/losses.py)
     chroma_weight: float = 0.0
+    #: Zhang-style class rebalancing of the loss (lambda of the uniform mix); 0 turns it off
+    rebalance: float = 0.0
 
 
 class UpBlock(nn.Module):
