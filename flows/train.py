@@ -19,12 +19,16 @@ from models.training import TrainConfig, train_model
 _opts = {"cache_policy": NO_CACHE, "persist_result": False}
 
 
-def _train(root: str, name: str, backbone: str, cfg: TrainConfig, resume: bool) -> dict:
+def _train(
+    root: str, name: str, backbone: str, cfg: TrainConfig, resume: bool, options: dict | None = None
+) -> dict:
     """One model's training, logging per epoch to the Prefect run."""
     from prefect.logging import get_run_logger as run_logger
 
     log = run_logger()
-    return train_model(root, name, backbone, cfg, resume=resume, log=log.info)
+    return train_model(
+        root, name, backbone, cfg, resume=resume, log=log.info, model_options=options
+    )
 
 
 train_task = task(_train, name="train-model", **_opts)
@@ -57,9 +61,11 @@ def train_models(
     device: str | None = None,
     resume: bool = False,
     seed: int = 0,
+    options: dict | None = None,
 ) -> list[dict]:
     """Train each of ``models`` on ``data``'s features; with ``budget_minutes`` every model gets
-    the same wall-clock budget on the same data, so that comparisons are fair."""
+    the same wall-clock budget on the same data, so that comparisons are fair. ``options`` set
+    config fields of the models that have them (e.g. ``{"rebalance": 0.85}`` for the U-Net)."""
     log = get_run_logger()
     unknown = [m for m in models if m not in ARCHITECTURES]
     if unknown:
@@ -75,7 +81,7 @@ def train_models(
     )
     log.info("training %s on %s (%s features)", ", ".join(models), data, backbone)
     with gpu_resource_annotation():
-        futures = [train_task.submit(data, m, backbone, cfg, resume) for m in models]
+        futures = [train_task.submit(data, m, backbone, cfg, resume, options) for m in models]
     return list(
         track(
             futures,

@@ -25,6 +25,22 @@ def _names(text: str) -> list[str]:
     return [m.strip() for m in text.split(",") if m.strip()]
 
 
+def _options(pairs: list[str]) -> dict:
+    """``["rebalance=0.85", "freeze_encoder=false"]`` -> typed dict (JSON values, else strings)."""
+    import json
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            _fail(f"--set {pair!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"koala: error: {message}", err=True)
     raise typer.Exit(code)
@@ -155,6 +171,10 @@ def train_cmd(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoints.")] = False,
     seed: Annotated[int, typer.Option()] = 0,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="KEY=VALUE for the models' configs, e.g. rebalance=0.85."),
+    ] = None,
 ) -> None:
     """Train models on feature shards and register the best epoch of each."""
     _prepare_environment(None)
@@ -171,6 +191,7 @@ def train_cmd(
             device=None if device == "auto" else device,
             resume=resume,
             seed=seed,
+            options=_options(set_ or []),
         )
     except KoalaError as exc:
         _fail(str(exc))

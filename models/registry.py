@@ -55,6 +55,15 @@ def build_model(architecture: str, config: dict[str, Any] | None = None, **overr
 SHIPPED_REGISTRY = str(Path(__file__).resolve().parent / "shipped")
 
 
+def options_for(architecture: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """The subset of ``options`` that ``architecture``'s config has (so that one
+    ``--set rebalance=0.85`` applies to the models that know it and leaves the rest alone)."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(ARCHITECTURES[architecture][1])}
+    return {k: v for k, v in (options or {}).items() if k in known}
+
+
 def registry_root(root: str) -> str:
     """The registry folder of a dataset root (``ROOT/models``), or the shipped one."""
     return SHIPPED_REGISTRY if root == SHIPPED else storage.join(root, "models")

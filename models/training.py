@@ -35,7 +35,7 @@ from models.losses import (
     masked_loss,
     rebalancing_weights,
 )
-from models.registry import build_model, save_model
+from models.registry import build_model, options_for, save_model
 from models.runtime import resolve_device, set_torch_threads
 from tasks.colour import lab_to_rgb
 
@@ -169,7 +169,7 @@ def train_model(
     set_torch_threads()
     device = resolve_device(cfg.device)
     kwargs = {"embedding_dim": EMBEDDING_DIMS[backbone]} if name != "regression" else {}
-    model = build_model(name, **{**kwargs, **(model_options or {})}).to(device)
+    model = build_model(name, **{**kwargs, **options_for(name, model_options)}).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     train_urls = feature_shards(root, backbone, "train")

@@ -143,3 +143,14 @@ def test_rebalancing_weights_favour_rare_colours_and_average_to_one() -> None:
     common = ab_bin_index(torch.zeros(1, 2, 1, 1)).item()
     assert w[vivid] > 3 * w[common]
     assert (w[counts == 0] == 0).all()
+
+
+def test_model_options_apply_only_where_the_config_has_them() -> None:
+    from koala.cli import _options
+    from models.registry import options_for
+
+    opts = _options(["rebalance=0.85", "freeze_encoder=false", "note=abc"])
+    assert opts == {"rebalance": 0.85, "freeze_encoder": False, "note": "abc"}
+    assert options_for("unet", opts) == {"rebalance": 0.85, "freeze_encoder": False}
+    assert options_for("regression", opts) == {}
+    assert build_model("unet", **options_for("unet", opts)).config.rebalance == 0.85
