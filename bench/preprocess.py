@@ -108,7 +108,7 @@ def embedding_only(data: Path) -> tuple[float, int]:
     from PIL import Image
 
     from models.backbones import load_backbone
-    from tasks.colour import resize_and_pad, rgb_to_lab
+    from tasks.colour import padded_view_lab, resize_and_pad
     from tasks.preprocess import PreprocessConfig, embed
 
     torch.set_num_threads(1)
@@ -117,8 +117,8 @@ def embedding_only(data: Path) -> tuple[float, int]:
     grays = []
     for shard in sorted((data / "shards").glob("*.tar")):
         for s in wds.WebDataset(str(shard), shardshuffle=False):
-            rgb, _ = resize_and_pad(Image.open(io.BytesIO(s["jpg"])), cfg.embed_size)
-            grays.append(rgb_to_lab(rgb)[..., 0] / np.float32(100.0))
+            rgb, box = resize_and_pad(Image.open(io.BytesIO(s["jpg"])), cfg.embed_size)
+            grays.append(padded_view_lab(rgb, box)[..., 0] / np.float32(100.0))
     model = load_backbone(cfg.backbone)
     batch = cfg.batch_for(device)
     embed(model, grays[:batch], device)  # warm-up

@@ -45,6 +45,16 @@ def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     return rgb2lab(rgb.astype(np.float32) / np.float32(255.0))
 
 
+def padded_view_lab(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Lab of a padded view: converted inside ``box`` only, the white padding set to white's
+    Lab (L = 100, a* = b* = 0), which is what the conversion gives it to within 5e-3."""
+    x0, y0, x1, y1 = box
+    lab = np.zeros((*rgb.shape[:2], 3), dtype=np.float32)
+    lab[..., 0] = 100.0
+    lab[y0:y1, x0:x1] = rgb_to_lab(rgb[y0:y1, x0:x1])
+    return lab
+
+
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
     """CIE Lab back to uint8 sRGB (out-of-gamut colours clipped)."""
     return (np.clip(lab2rgb(lab), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

@@ -85,3 +85,14 @@ def test_resize_does_not_touch_the_input() -> None:
     img = Image.new("RGB", (10, 20), (1, 2, 3))
     resize_and_pad(img, 200)
     assert img.size == (10, 20)
+
+
+def test_padded_view_lab_equals_converting_the_whole_square() -> None:
+    from tasks.colour import padded_view_lab
+
+    view, box = resize_and_pad(colour_photo(5, (300, 120)), 200)
+    fast, full = padded_view_lab(view, box), rgb_to_lab(view)
+    assert np.abs(fast - full).max() < 5e-3
+    light_fast, ab_fast = encode_lab(fast)
+    light_full, ab_full = encode_lab(full)
+    assert np.array_equal(light_fast, light_full) and np.array_equal(ab_fast, ab_full)
