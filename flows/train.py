@@ -62,10 +62,12 @@ def train_models(
     resume: bool = False,
     seed: int = 0,
     options: dict | None = None,
+    colour_target: float | None = None,
 ) -> list[dict]:
     """Train each of ``models`` on ``data``'s features; with ``budget_minutes`` every model gets
     the same wall-clock budget on the same data, so that comparisons are fair. ``options`` set
-    config fields of the models that have them (e.g. ``{"rebalance": 0.85}`` for the U-Net)."""
+    config fields of the models that have them (e.g. ``{"finetune_after": 3}`` for the U-Net);
+    ``colour_target`` calibrates each model's chroma gain on val (models/calibration.py)."""
     log = get_run_logger()
     unknown = [m for m in models if m not in ARCHITECTURES]
     if unknown:
@@ -78,6 +80,7 @@ def train_models(
         batch_size=batch_size,
         device=device,
         seed=seed,
+        colour_target=colour_target,
     )
     log.info("training %s on %s (%s features)", ", ".join(models), data, backbone)
     with gpu_resource_annotation():

@@ -164,6 +164,7 @@ def load_model(root: str, spec: str) -> tuple[nn.Module, dict[str, Any]]:
         raise RegistryError(f"{name}@{version}: weights do not match the sha256 in its card")
     model = build_model(card["architecture"], card["config"], **_no_download(card["architecture"]))
     model.load_state_dict(load_safetensors(blob))
+    model.chroma_gain = float(card.get("chroma_gain", 1.0))  # see models/calibration.py
     return model.eval(), card
 
 

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import random
 import signal
 import sys
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from koala import storage
 from models.blocks import AB_SCALE
+from models.calibration import collect_crops, fit_chroma_gain, predict_ab
 from models.data import feature_shards, make_loader
 from models.losses import (
     AB_GRID,
@@ -55,8 +57,9 @@ class TrainConfig:
     seed: int = 0
     device: str | None = None
     workers: int = 0
-    #: U-Net: start fine-tuning the pretrained encoder (at lr/10) after this many epochs
-    unfreeze_after: int | None = None
+    #: fit a chroma gain so that val colourfulness reaches this fraction of the ground truth's
+    #: (see models/calibration.py); None leaves the outputs as trained
+    colour_target: float | None = None
     #: random crops for models without a global embedding (whose crops would not match it)
     crop_size: int = 176
 
@@ -147,7 +150,7 @@ def evaluate_val(model: nn.Module, loader, device: torch.device, loss: str) -> d
     with torch.inference_mode():
         for b in loader:
             light, ab = b["light"].to(device), b["ab"].to(device)
-            pred = model(light, b["embedding"].to(device))
+            pred = predict_ab(model, light, b["embedding"].to(device)) / AB_SCALE
             mask = box_mask(b["box"].to(device), light.shape[-2:])
             losses.append(masked_loss(loss, pred, ab, mask).item() * len(light))
             psnrs.append(ab_psnr(b["light"], pred.cpu(), b["ab"], b["box"]) * len(light))
@@ -186,6 +189,11 @@ def train_model(
         "history": [],
         "seconds": 0.0,
     }
+    for group in opt.param_groups:
+        group["initial_lr"] = cfg.lr
+    if resume and storage.exists(storage.join(ckpt, "state.json")):
+        done = json.loads(storage.read_bytes(storage.join(ckpt, "state.json")))["epoch"]
+        _maybe_finetune(model, opt, cfg.lr, done - 1)  # same param groups as when it was saved
     if resume and (loaded := _load_checkpoint(ckpt, model, opt)):
         state = loaded
         log(f"{name}: resuming after epoch {state['epoch']}")
@@ -205,16 +213,9 @@ def train_model(
     with sigterm_as_interrupt():
         try:
             for epoch in range(state["epoch"], cfg.epochs):
-                if (
-                    name == "unet"
-                    and cfg.unfreeze_after is not None
-                    and epoch >= cfg.unfreeze_after
-                    and not model.encoder_trainable
-                ):
-                    model.set_encoder_trainable(True)
-                    opt.add_param_group(
-                        {"params": list(model.encoder.parameters()), "lr": cfg.lr / 10}
-                    )
+                _maybe_finetune(model, opt, cfg.lr, epoch)
+                for group in opt.param_groups:  # cosine decay over the planned epochs
+                    group["lr"] = group["initial_lr"] * cosine_factor(epoch, cfg.epochs)
                 model.train()
                 loader = make_loader(
                     train_urls,
@@ -291,6 +292,20 @@ def train_model(
             raise
     if best_blob is not None:
         model.load_state_dict(load_safetensors(best_blob))
+    val_metrics = {"loss": state["best_val"], "psnr": state.get("best_psnr")}
+    calibration = None
+    if cfg.colour_target:
+        gain, before, after = fit_chroma_gain(
+            collect_crops(model, val_loader, device), cfg.colour_target
+        )
+        model.chroma_gain = gain
+        val_metrics = evaluate_val(model, val_loader, device, model.loss)
+        calibration = {"target": cfg.colour_target, "ratio_before": before, "ratio_after": after}
+        log(
+            f"{name}: chroma gain {gain:.2f} (val colourfulness {before:.2f} -> {after:.2f} "
+            f"of ground truth; val PSNR {state.get('best_psnr', 0):.2f} -> "
+            f"{val_metrics['psnr']:.2f} dB)"
+        )
     features_index = storage.join(root, "features", backbone, "index.parquet")
     card = {
         "architecture": name,
@@ -303,7 +318,9 @@ def train_model(
         "training_seconds": round(state["seconds"], 1),
         "epochs_run": state["epoch"],
         "best_epoch": state["best_epoch"],
-        "val_metrics": {"loss": state["best_val"], "psnr": state.get("best_psnr")},
+        "val_metrics": val_metrics,
+        "chroma_gain": getattr(model, "chroma_gain", 1.0),
+        "calibration": calibration,
         "history": state["history"],
     }
     version = save_model(root, name, model.cpu(), card)
@@ -315,6 +332,23 @@ def train_model(
         "epochs": state["epoch"],
         "seconds": card["training_seconds"],
     }
+
+
+def cosine_factor(epoch: int, epochs: int) -> float:
+    """Learning-rate factor of ``epoch`` (0-based) under cosine decay to 0 over ``epochs``."""
+    return 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
+
+
+def _maybe_finetune(model: nn.Module, opt: torch.optim.Optimizer, lr: float, epoch: int) -> None:
+    """Unfreeze a pretrained encoder (at lr/10) once ``epoch`` reaches its config's
+    ``finetune_after``; models without one are left alone."""
+    after = getattr(model.config, "finetune_after", None)
+    if after is None or epoch < after or model.encoder_trainable:
+        return
+    model.set_encoder_trainable(True)
+    opt.add_param_group(
+        {"params": list(model.encoder.parameters()), "lr": lr / 10, "initial_lr": lr / 10}
+    )
 
 
 def _train_mean_ab(features_index: str) -> list[float] | None:

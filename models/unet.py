@@ -24,6 +24,9 @@ class UNetConfig:
     embedding_dim: int = 1280
     pretrained: bool = True
     freeze_encoder: bool = True
+    #: start fine-tuning the frozen encoder (at a tenth of the learning rate) after this many
+    #: epochs; None keeps it frozen
+    finetune_after: int | None = None
     #: weight of the chroma-matching term added to the smooth L1 loss (see models/losses.py)
     chroma_weight: float = 0.0
     #: Zhang-style class rebalancing of the loss (lambda of the uniform mix); 0 turns it off

@@ -22,7 +22,7 @@ from PIL import Image
 from koala import storage
 from koala.errors import KoalaError
 from models.backbones import load_backbone
-from models.blocks import AB_SCALE
+from models.calibration import predict_ab
 from models.data import feature_shards
 from models.registry import load_model
 from tasks.colour import lab_to_rgb, merge_full_resolution, resize_and_pad, rgb_to_lab
@@ -110,7 +110,7 @@ def evaluate_models(
         }
         with torch.inference_mode():
             for name, model in models.items():
-                views[name] = (model(light, emb)[0] * AB_SCALE).numpy()
+                views[name] = predict_ab(model, light, emb)[0].numpy()
         outputs = {}
         for name in names:
             merged = merge_full_resolution(lab, views[name], box)

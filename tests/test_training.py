@@ -64,21 +64,41 @@ def test_same_seed_same_weights(features: Path) -> None:
 
 
 def test_interrupted_training_checkpoints_and_resumes(features: Path) -> None:
+    """Fine-tuning from the first epoch, so the resumed optimizer has the encoder's group."""
+    finetune = {"finetune_after": 0}
+
     def stop_after_first_epoch(message: str) -> None:
         if "epoch 1:" in message:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_model(str(features), "unet", cfg=FAST, log=stop_after_first_epoch)
+        train_model(
+            str(features), "unet", cfg=FAST, log=stop_after_first_epoch, model_options=finetune
+        )
     ckpt = Path(checkpoint_dir(str(features), "unet"))
     assert (ckpt / "last.safetensors").exists() and (ckpt / "optimizer.pt").exists()
     after_one = load_file(str(ckpt / "last.safetensors"))
     messages: list[str] = []
-    result = train_model(str(features), "unet", cfg=FAST, resume=True, log=messages.append)
+    result = train_model(
+        str(features), "unet", cfg=FAST, resume=True, log=messages.append, model_options=finetune
+    )
     assert messages[0] == "unet: resuming after epoch 1"
     assert result["epochs"] == 2 and not any("epoch 1:" in m for m in messages)
     final = load_file(str(ckpt / "last.safetensors"))
     assert any(not torch.equal(after_one[k], final[k]) for k in final)
+    encoder = [k for k in final if k.startswith("encoder.") and "running" not in k]
+    assert any(not torch.equal(after_one[k], final[k]) for k in encoder)  # it was fine-tuned
+
+
+def test_colour_target_calibrates_and_is_applied_when_loaded(features: Path) -> None:
+    result = train_model(
+        str(features), "regression", cfg=TrainConfig(epochs=1, batch_size=4, colour_target=0.9)
+    )
+    model, card = load_model(str(features), f"regression@{result['version']}")
+    calibration = card["calibration"]
+    assert calibration["target"] == 0.9 and model.chroma_gain == card["chroma_gain"] >= 1.0
+    assert calibration["ratio_after"] >= 0.9 or card["chroma_gain"] == 2.0
+    assert calibration["ratio_after"] >= calibration["ratio_before"]
 
 
 def test_budget_stops_training(features: Path) -> None:
