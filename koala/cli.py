@@ -158,6 +158,57 @@ def preprocess_cmd(
     )
 
 
+@app.command("colorize")
+def colorize_cmd(
+    input: Annotated[
+        str, typer.Option(help="Folder, s3:// prefix, tar/zip or list file of image URIs.")
+    ],
+    output: Annotated[str, typer.Option(help="Local folder or s3:// prefix for the results.")],
+    model: Annotated[str, typer.Option(help="NAME[@VERSION] from the registry.")] = "unet",
+    format: Annotated[str, typer.Option(help="jpg, png or tiff (16-bit scans stay 16-bit).")] = (
+        "jpg"
+    ),
+    recolor: Annotated[bool, typer.Option(help="Also colorize images that have colour.")] = False,
+    registry: Annotated[
+        str | None, typer.Option(help="Dataset root whose models/ to use (KOALA_DATA_ROOT).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per model forward.")] = 8,
+    workers: Annotated[int | None, typer.Option(min=1, help="Local Dask workers.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Existing Dask scheduler.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Colorize a collection at full resolution: labelled outputs, a Parquet index and a
+    contact sheet; inputs already done with the same model version are skipped."""
+    _prepare_environment(scheduler)
+    try:
+        from flows.colorize import colorize_archive
+        from infra.runners import dask_runner
+        from koala.settings import get_settings
+        from tasks.colorize import ColorizeConfig, prepare_run
+
+        registry = registry or get_settings().data_root
+        prepare_run(input, ColorizeConfig(registry, model, output, format))  # fail fast
+        flow = colorize_archive.with_options(task_runner=dask_runner(scheduler, workers))
+        result = flow(
+            input=input,
+            output=output,
+            model=model,
+            format=format,
+            recolor=recolor,
+            registry=registry,
+            batch_size=batch_size,
+            device=None if device == "auto" else device,
+        )
+    except KoalaError as exc:
+        _fail(str(exc))
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(result["counts"].items()))
+    typer.echo(
+        f"{result['inputs']} inputs with {result['model']}: {counts}\n"
+        f"images: {result['images']}\nindex: {result['index']}\n"
+        f"contact sheet: {result['contact_sheet']}"
+    )
+
+
 @app.command("train")
 def train_cmd(
     data: Annotated[str, typer.Option(help="Dataset root with preprocessed features.")],
@@ -173,7 +224,15 @@ def train_cmd(
     seed: Annotated[int, typer.Option()] = 0,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="KEY=VALUE for the models' configs, e.g. rebalance=0.85."),
+        typer.Option("--set", help="KEY=VALUE for the models' configs, e.g. finetune_after=3."),
+    ] = None,
+    colour_target: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Calibrate a chroma gain so val colourfulness reaches this fraction of the "
+            "ground truth's (e.g. 0.85).",
+        ),
     ] = None,
 ) -> None:
     """Train models on feature shards and register the best epoch of each."""
@@ -192,6 +251,7 @@ def train_cmd(
             resume=resume,
             seed=seed,
             options=_options(set_ or []),
+            colour_target=colour_target,
         )
     except KoalaError as exc:
         _fail(str(exc))

@@ -28,6 +28,9 @@ class KoalaSettings(BaseSettings):
     http_timeout_s: float = Field(20.0, gt=0, description="Connect/read timeout per request.")
     http_retries: int = Field(3, ge=1, description="Attempts per URL for transient errors.")
     max_download_mb: float = Field(50.0, gt=0, description="Size cap for one downloaded file.")
+    max_input_mb: float = Field(
+        1024.0, gt=0, description="Size cap for one file to colorize (archival scans are big)."
+    )
 
     def storage_options(self, url: str) -> dict:
         """fsspec storage options for ``url`` (the S3 endpoint when one is configured)."""

@@ -55,6 +55,25 @@ def padded_view_lab(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarr
     return lab
 
 
+def model_views(img: Image.Image, encoder_size: int = 200, embed_size: int = 299) -> dict:
+    """The models' inputs for one image: the encoder view's L (uint8, ``l``) and a*b* (int8,
+    ``ab``) with its box, the embedding view's L / 100 (``gray299``) with its box, and the
+    encoder view's float Lab and RGB (``lab``, ``rgb``) for statistics."""
+    enc_rgb, box200 = resize_and_pad(img, encoder_size)
+    emb_rgb, box299 = resize_and_pad(img, embed_size)
+    lab = padded_view_lab(enc_rgb, box200)
+    light, ab = encode_lab(lab)
+    return {
+        "box200": box200,
+        "box299": box299,
+        "l": light,
+        "ab": ab,
+        "gray299": padded_view_lab(emb_rgb, box299)[..., 0] / np.float32(100.0),
+        "lab": lab,
+        "rgb": enc_rgb,
+    }
+
+
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
     """CIE Lab back to uint8 sRGB (out-of-gamut colours clipped)."""
     return (np.clip(lab2rgb(lab), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
@@ -99,4 +118,46 @@ def merge_full_resolution(
     out = np.empty((h, w, 3), dtype=np.float32)
     out[..., 0] = lab_full[..., 0]
     out[..., 1:] = ab.numpy().transpose(1, 2, 0)
+    return out
+
+
+def upsample_map(size_out: int, size_in: int) -> np.ndarray:
+    """Source coordinates of bilinear resizing ``size_in`` -> ``size_out`` samples (half-pixel
+    centres, as ``torch.nn.functional.interpolate(align_corners=False)``)."""
+    scale = size_in / size_out
+    return ((np.arange(size_out, dtype=np.float32) + 0.5) * scale - 0.5).astype(np.float32)
+
+
+def colorize_lightness(
+    lightness: np.ndarray,
+    ab_view: np.ndarray,
+    box: tuple[int, int, int, int],
+    dtype: type = np.uint8,
+    strip_rows: int = 512,
+) -> np.ndarray:
+    """sRGB (H, W, 3) of a full-resolution L* (H, W) with a*b* predicted on a padded view.
+
+    The part of ``ab_view`` (2, S, S) inside ``box`` is upsampled bilinearly to (H, W) and
+    Lab is converted to sRGB with OpenCV (float32, D65, out-of-gamut clipped) a strip of rows
+    at a time, so memory stays near the size of the output. ``dtype`` is uint8 or uint16."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+    h, w = lightness.shape
+    ab = np.ascontiguousarray(ab_view[:, y0:y1, x0:x1].transpose(1, 2, 0), dtype=np.float32)
+    map_x = np.broadcast_to(upsample_map(w, x1 - x0), (strip_rows, w))
+    ys = upsample_map(h, y1 - y0)
+    top = float(np.iinfo(dtype).max)
+    out = np.empty((h, w, 3), dtype=dtype)
+    lab = np.empty((strip_rows, w, 3), dtype=np.float32)
+    for y in range(0, h, strip_rows):
+        n = min(strip_rows, h - y)
+        map_y = np.ascontiguousarray(np.broadcast_to(ys[y : y + n, None], (n, w)))
+        strip = cv2.remap(
+            ab, np.ascontiguousarray(map_x[:n]), map_y, cv2.INTER_LINEAR, cv2.BORDER_REPLICATE
+        )
+        lab[:n, :, 0] = lightness[y : y + n]
+        lab[:n, :, 1:] = strip
+        rgb = cv2.cvtColor(lab[:n], cv2.COLOR_Lab2RGB)
+        out[y : y + n] = np.clip(rgb * top + 0.5, 0, top).astype(dtype)
     return out

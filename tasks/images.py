@@ -62,12 +62,22 @@ class DecodedImage:
     frames: int = 1
 
 
-def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> DecodedImage:
-    """Fully decode ``data``; raise :class:`Rejected` when it is not a usable image.
+@dataclass
+class OpenedImage:
+    """A fully decoded, EXIF-oriented image in its own mode (first page of a multi-page file)."""
 
-    Orientation from EXIF is applied, transparency is composited over white and every mode
-    (palette, CMYK, 16-bit, ...) is converted to 8-bit RGB.
-    """
+    image: Image.Image
+    format: str
+    mode: str
+    width: int
+    height: int
+    orientation: int
+    frames: int
+
+
+def open_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> OpenedImage:
+    """Fully decode ``data`` without changing its mode; raise :class:`Rejected` when it is not
+    a usable image (empty, unknown, unsupported, corrupt, truncated, too large or too small)."""
     if not data:
         raise Rejected("empty", "zero-byte file")
     try:
@@ -99,12 +109,34 @@ def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> DecodedIm
         oriented = ImageOps.exif_transpose(img) if orientation not in (None, 1) else img
     except Exception as exc:
         raise Rejected("corrupt", f"bad EXIF orientation ({exc})") from None
-    rgb = to_rgb(oriented)
-    clean = fmt == "JPEG" and mode == "RGB" and orientation in (None, 1) and frames == 1
-    w, h = rgb.size
+    w, h = oriented.size
     if min(w, h) < limits.min_side:
         raise Rejected("too_small", f"{w}x{h} is under {limits.min_side} px on a side")
-    return DecodedImage(rgb, fmt, mode, width, height, clean, frames)
+    return OpenedImage(oriented, fmt, mode, width, height, orientation or 1, frames)
+
+
+def decode_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> DecodedImage:
+    """Fully decode ``data``; raise :class:`Rejected` when it is not a usable image.
+
+    Orientation from EXIF is applied, transparency is composited over white and every mode
+    (palette, CMYK, 16-bit, ...) is converted to 8-bit RGB.
+    """
+    opened = open_image(data, limits)
+    clean = (
+        opened.format == "JPEG"
+        and opened.mode == "RGB"
+        and opened.orientation == 1
+        and opened.frames == 1
+    )
+    return DecodedImage(
+        to_rgb(opened.image),
+        opened.format,
+        opened.mode,
+        opened.width,
+        opened.height,
+        clean,
+        opened.frames,
+    )
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

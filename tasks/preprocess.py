@@ -23,7 +23,7 @@ from PIL import Image
 from koala import storage
 from models.backbones import EmbeddingBackbone, load_backbone
 from models.runtime import resolve_device, set_torch_threads
-from tasks.colour import colourfulness, encode_lab, padded_view_lab, resize_and_pad
+from tasks.colour import colourfulness, model_views
 
 #: bump when the feature shard layout changes, so old features are recomputed
 FEATURES_FORMAT = 1
@@ -107,20 +107,14 @@ def npy(array: np.ndarray) -> bytes:
 def image_views(jpg: bytes, cfg: PreprocessConfig) -> dict:
     """Everything about one image but its embedding: views, Lab, boxes and statistics."""
     img = Image.open(io.BytesIO(jpg)).convert("RGB")
-    enc_rgb, box200 = resize_and_pad(img, cfg.encoder_size)
-    emb_rgb, box299 = resize_and_pad(img, cfg.embed_size)
-    lab = padded_view_lab(enc_rgb, box200)
-    light, ab = encode_lab(lab)
-    x0, y0, x1, y1 = box200
+    views = model_views(img, cfg.encoder_size, cfg.embed_size)
+    lab, enc_rgb = views.pop("lab"), views.pop("rgb")
+    x0, y0, x1, y1 = views["box200"]
     real = lab[y0:y1, x0:x1]
     return {
         "width": img.width,
         "height": img.height,
-        "box200": box200,
-        "box299": box299,
-        "l": light,
-        "ab": ab,
-        "gray299": padded_view_lab(emb_rgb, box299)[..., 0] / np.float32(100.0),
+        **views,
         "l_mean": float(real[..., 0].mean()),
         "l_std": float(real[..., 0].std()),
         "a_mean": float(real[..., 1].mean()),

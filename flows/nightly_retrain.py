@@ -1,0 +1,74 @@
+"""``nightly-retrain``: ingest what is new, preprocess it, train a challenger, evaluate it against
+the champion on the same held-out split and promote it only when it is better by the margin.
+
+Each step is one of the project's flows (run here as subflows), so the nightly run reuses their
+caching: finished ingest chunks, shards and feature shards are not recomputed, and a failed
+data-quality check in ``build-dataset`` or ``preprocess`` stops the run before training.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.logging import get_run_logger
+
+from flows.build_dataset import build_dataset
+from flows.evaluate import evaluate_models
+from flows.preprocess import preprocess
+from flows.train import train_models
+from koala import storage
+from koala.errors import KoalaError
+from models.promotion import current_champion, decide, record_decision
+
+
+@flow(name="nightly-retrain", log_prints=True)
+def nightly_retrain(
+    sources: list[str],
+    data: str,
+    model: str = "unet",
+    epochs: int = 30,
+    budget_minutes: float | None = 60.0,
+    batch_size: int = 16,
+    colour_target: float | None = 0.85,
+    metric: str = "psnr",
+    margin: float = 0.05,
+    split: str = "test",
+    shard_size: int = 1000,
+    splits: str = "0.9,0.05,0.05",
+) -> dict:
+    """Retrain ``model`` on ``sources`` (ingested into the dataset root ``data``) and promote
+    the challenger if it beats the champion on ``metric`` by ``margin`` on ``split``."""
+    log = get_run_logger()
+    build_dataset(sources=sources, out=data, shard_size=shard_size, splits=splits)
+    preprocess(data=data)
+    champion = current_champion(data, model)
+    result = train_models(
+        data=data,
+        models=[model],
+        epochs=epochs,
+        budget_minutes=budget_minutes,
+        batch_size=batch_size,
+        colour_target=colour_target,
+    )[0]
+    challenger = f"{model}@{result['version']}"
+    contenders = [challenger] + ([f"{model}@{champion}"] if champion else [])
+    report = storage.join(data, "reports", f"nightly-{result['version']}")
+    try:
+        scores = evaluate_models(data=data, models=contenders, report=report, split=split)
+    except KoalaError as exc:
+        raise KoalaError(f"cannot compare on the {split} split: {exc}") from exc
+    decision = decide(
+        scores, f"{model}@{champion}" if champion else None, challenger, metric, margin
+    )
+    record_decision(data, model, result["version"], decision)
+    log.info(
+        "%s %s: challenger %s %s %.4f vs champion %s %s (margin %s)",
+        "PROMOTED" if decision["promoted"] else "kept the champion;",
+        model,
+        challenger,
+        metric,
+        decision["challenger_score"],
+        decision["champion"] or "none",
+        "-" if decision["champion_score"] is None else f"{decision['champion_score']:.4f}",
+        margin,
+    )
+    return decision | {"report": report}

@@ -1,0 +1,52 @@
+"""``DST/contact_sheet.html``: status counts, before/after pairs of a sample of the collection,
+and the failed inputs with their reasons, for a person to look at."""
+
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+
+from koala import storage
+from tasks.colorize import thumb_uris
+
+STYLE = """body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
+.pair{display:inline-block;margin:0 1em 1em 0}.pair img{max-height:240px;margin-right:4px}
+.pair p{margin:2px 0;font-size:small;max-width:500px;word-break:break-all}"""
+
+
+def write_contact_sheet(output: str, index: pd.DataFrame, model: str, failed_rows: int = 50) -> str:
+    """Write the contact sheet of ``index`` (this run's rows) under ``output``; return its URI."""
+    counts = index["status"].value_counts()
+    rows = "".join(
+        f"<tr><th>{html.escape(str(s))}</th><td>{int(n)}</td></tr>" for s, n in counts.items()
+    )
+    pairs = ""
+    for r in index[index["status"] == "ok"].sort_values("ordinal").itertuples():
+        before, after = thumb_uris(output, r.key)
+        if not storage.exists(after):
+            continue
+        rel = [u[len(output.rstrip("/")) + 1 :] for u in (before, after)]
+        pairs += (
+            f"<div class='pair'><img src='{rel[0]}' alt='input'><img src='{rel[1]}' "
+            f"alt='colorized'><p>{html.escape(r.input_uri)} ({r.width}x{r.height}, "
+            f"{html.escape(str(r.input_mode))}, {r.bit_depth}-bit)</p></div>"
+        )
+    failed = index[index["status"] == "failed"].sort_values("ordinal").head(failed_rows)
+    fails = "".join(
+        f"<tr><td>{html.escape(r.input_uri)}</td><td>{html.escape(str(r.reason))}</td></tr>"
+        for r in failed.itertuples()
+    )
+    page = f"""<!doctype html><html><head><meta charset="utf-8">
+<title>Koala contact sheet</title><style>{STYLE}</style></head><body>
+<h1>Koala contact sheet</h1>
+<p>{len(index)} inputs colorized with <b>{html.escape(model)}</b>. Outputs are machine-colorized
+and labelled as such in their metadata. Index: <code>index/</code> (Parquet).</p>
+<table>{rows}</table>
+<h2>Before and after (first inputs of the collection)</h2>{pairs or "<p>none</p>"}
+<h2>Failed inputs</h2><table><tr><th>input</th><th>reason</th></tr>{fails}</table>
+</body></html>"""
+    uri = storage.join(output, "contact_sheet.html")
+    storage.atomic_write_bytes(uri, page.encode())
+    return uri
