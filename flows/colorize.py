@@ -53,18 +53,18 @@ def colorize_archive(
         batch_size=batch_size,
         device=device,
     )
-    todo, names, card, done = prepare_run(input, cfg)
+    refs, names, card, done = prepare_run(input, cfg)
+    todo = batches(refs, batch_size, set(done["input_uri"]))
     spec = f"{card['name']}@{card['version']}"
     log.info(
         "%d input(s) to colorize with %s (%d already done) -> %s",
-        len(todo),
+        sum(len(b) for b in todo),
         spec,
         len(done),
         output,
     )
     futures = [
-        colorize_task.submit(batch, {r.key: names[r.key] for r in batch}, cfg)
-        for batch in batches(todo, batch_size)
+        colorize_task.submit(batch, {r.key: names[r.key] for r in batch}, cfg) for batch in todo
     ]
     list(track(futures, "colorize", _describe))
     index = read_index(output)

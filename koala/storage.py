@@ -16,6 +16,7 @@ from typing import IO
 
 import fsspec
 import pandas as pd
+import pyarrow as pa
 from fsspec.core import url_to_fs
 
 from koala.errors import KoalaError, one_line
@@ -87,16 +88,20 @@ def read_bytes(url: str) -> bytes:
 
 
 def read_parquet(url: str, columns: list[str] | None = None) -> pd.DataFrame:
-    """A Parquet file through fsspec (so ``s3://`` honours the configured endpoint)."""
+    """A Parquet file, or a folder of part files read as one table, through fsspec (so
+    ``s3://`` honours the configured endpoint)."""
     fs, path = get_fs(url)
+    if fs.isdir(path):
+        return pd.read_parquet(path, columns=columns, filesystem=fs)
     with fs.open(path, "rb") as f:
         return pd.read_parquet(f, columns=columns)
 
 
-def write_parquet(url: str, frame: pd.DataFrame) -> None:
-    """Write ``frame`` to ``url`` as Parquet, atomically."""
+def write_parquet(url: str, frame: pd.DataFrame, schema: pa.Schema | None = None) -> None:
+    """Write ``frame`` to ``url`` as Parquet, atomically (with ``schema`` when given, so that
+    part files of one dataset agree even when a column is all null in one of them)."""
     with atomic_open(url) as f:
-        frame.to_parquet(f, index=False)
+        frame.to_parquet(f, index=False, schema=schema)
 
 
 def list_files(url: str, pattern: str = "*") -> list[str]:

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 from PIL import Image
 
@@ -60,6 +61,19 @@ INDEX_COLUMNS = [
 INDEX_DTYPES = {
     c: "Int64" if c in ("width", "height", "bit_depth") else "object" for c in INDEX_COLUMNS
 } | {"seconds": "float64", "ordinal": "int64"}
+INDEX_SCHEMA = pa.schema(
+    [
+        (
+            c,
+            pa.int64()
+            if t in ("Int64", "int64")
+            else pa.float64()
+            if t == "float64"
+            else pa.string(),
+        )
+        for c, t in INDEX_DTYPES.items()
+    ]
+)
 #: thumbnails for the contact sheet are kept for the first inputs of the collection
 SHEET_INPUTS = 24
 THUMB = 320
@@ -253,7 +267,7 @@ def colorize_batch(refs: list[InputRef], names: dict[str, str], cfg: ColorizeCon
             row["seconds"] = time.perf_counter() - t0
         flush()
     frame = pd.DataFrame(rows).drop(columns="_name").reindex(columns=INDEX_COLUMNS)
-    storage.write_parquet(part, frame.astype(INDEX_DTYPES))
+    storage.write_parquet(part, frame.astype(INDEX_DTYPES), INDEX_SCHEMA)
     counts = frame["status"].value_counts().to_dict()
     return {"part": part, "rows": len(frame), "skipped": False, "counts": counts}
 
@@ -284,7 +298,7 @@ def read_index(output: str) -> pd.DataFrame:
     )
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in INDEX_DTYPES.items()})
-    return pd.concat([storage.read_parquet(p) for p in parts], ignore_index=True)
+    return storage.read_parquet(index_dir(output))
 
 
 def prepare_run(
@@ -292,20 +306,24 @@ def prepare_run(
 ) -> tuple[list[InputRef], dict[str, str], dict, pd.DataFrame]:
     """Check everything before any work and fail with one line naming the problem: the format,
     the model (known, loadable), the output (writable) and the input (exists, not empty).
-    Returns the inputs still to do for this model version, their output names, the model's
-    card and the rows already written for this model version."""
+    Returns every input, their output names, the model's card and the rows already written
+    for this model version."""
     if cfg.format not in FORMATS:
         raise KoalaError(f"unknown format {cfg.format!r}; choose from {sorted(FORMATS)}")
     _, card = load_model(cfg.registry, cfg.model)
     storage.check_writable(cfg.output)
     storage.remove_stale_temporaries(cfg.output)
     refs = enumerate_inputs([source], storage.join(cfg.output, "_staging"))
-    names = output_names(refs)
     index = read_index(cfg.output)
     mine = index[(index["model"] == card["name"]) & (index["model_version"] == card["version"])]
-    done = set(mine["input_uri"])
-    return [r for r in refs if r.uri not in done], names, card, mine
+    return refs, output_names(refs), card, mine
 
 
-def batches(refs: list[InputRef], size: int) -> list[list[InputRef]]:
-    return [refs[i : i + size] for i in range(0, len(refs), size)]
+def batches(refs: list[InputRef], size: int, done: set[str]) -> list[list[InputRef]]:
+    """Fixed blocks of ``size`` inputs in collection order, less the inputs already done.
+
+    Blocks do not depend on what is done, so a batch redone after a crash has the same part
+    name as the one a lingering worker of the killed run may still write: one replaces the
+    other and no row is duplicated."""
+    blocks = [refs[i : i + size] for i in range(0, len(refs), size)]
+    return [todo for b in blocks if (todo := [r for r in b if r.uri not in done])]
