@@ -334,6 +334,24 @@ def models_promote_cmd(
     typer.echo(f"{name}@{version} is now the champion")
 
 
+@models_app.command("calibrate")
+def models_calibrate_cmd(
+    spec: Annotated[str, typer.Argument(help="NAME[@VERSION] to calibrate.")],
+    data: Annotated[str, typer.Option(help="Dataset root with val features and models/.")],
+    colour_target: Annotated[
+        float, typer.Option(min=0.0, help="Val colourfulness as a fraction of the truth's.")
+    ] = 0.8,
+) -> None:
+    """Register a copy of a model (same weights) with its chroma gain fitted on val."""
+    from models.training import calibrate_registered
+
+    try:
+        version = calibrate_registered(data, spec, colour_target, log=typer.echo)
+    except KoalaError as exc:
+        _fail(str(exc))
+    typer.echo(f"registered {spec.partition('@')[0]}@{version}")
+
+
 def main() -> None:
     """Entry point of the ``koala`` console script."""
     app()

@@ -1,62 +1,90 @@
-"""``make demo``: build a dataset from a small sample collection shipped with scikit-image.
+"""``make demo``: the main job on the embedded default stack, end to end.
 
-Until ``colorize-archive`` exists, the main job on the embedded default is ``build-dataset``:
-this writes a mixed sample collection (colour photos, grayscale and sepia prints, a broken file)
-and runs the flow on it with a local Prefect server, then says where everything is.
+Writes a small sample archive (scikit-image's grayscale photographs, grayscale and sepia versions
+of its colour samples, a 16-bit scan, one colour photograph and one broken file), starts the
+local stack (Prefect server on SQLite, process worker, Dask LocalCluster), deploys
+``colorize-archive/default``, runs it with ``prefect deployment run``, waits, and prints where the
+outputs, the index and the contact sheet are.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import tifffile
 from PIL import Image, ImageOps
 from skimage import data
 
-COLOUR = ("astronaut", "chelsea", "coffee", "rocket", "retina", "immunohistochemistry")
-GRAY = ("camera", "coins", "moon", "page")
+GRAY = ("camera", "coins", "moon", "page", "text", "clock", "grass", "brick")
+COLOUR_AS_GRAY = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field")
 
 
-def write_sample_collection(folder: Path) -> Path:
-    """Colour photos, grayscale scans, a sepia print and a truncated file under ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in COLOUR:
-        Image.fromarray(getattr(data, name)()).convert("RGB").save(
-            folder / f"{name}.jpg", quality=92
-        )
+def write_sample_archive(folder: Path) -> Path:
+    """The sample archive under ``folder`` (rewritten identically on every run)."""
+    scans = folder / "scans"
+    scans.mkdir(parents=True, exist_ok=True)
     for name in GRAY:
-        Image.fromarray(np.asarray(getattr(data, name)())).save(folder / f"scan_{name}.png")
-    camera = Image.fromarray(data.camera())
-    ImageOps.colorize(camera, "#2b1d0e", "#f5e6c8", "#8a6a45").save(folder / "sepia_camera.jpg")
-    broken = (folder / "astronaut.jpg").read_bytes()
-    (folder / "broken_download.jpg").write_bytes(broken[: len(broken) // 3])
+        Image.fromarray(np.asarray(getattr(data, name)())).save(scans / f"{name}.png")
+    for name in COLOUR_AS_GRAY:
+        img = Image.fromarray(getattr(data, name)()).convert("RGB")
+        img.convert("L").save(scans / f"{name}_bw.jpg", quality=92)
+    toned = ImageOps.colorize(
+        Image.fromarray(data.chelsea()).convert("L"), "#2b1d0e", "#f5e6c8", "#8a6a45"
+    )
+    toned.save(folder / "sepia_print.jpg", quality=92)
+    coffee = np.asarray(Image.fromarray(data.coffee()).convert("L"), dtype=np.uint16) * 257
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, coffee)
+    (folder / "coffee_16bit.tif").write_bytes(buf.getvalue())
+    Image.fromarray(data.astronaut()).save(folder / "already_colour.jpg", quality=92)
+    broken = (scans / "camera.png").read_bytes()
+    (folder / "broken_transfer.png").write_bytes(broken[: len(broken) // 3])
     return folder
 
 
+def _prefect(*args: str, env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, "-m", "prefect", *args], env=env, check=True)
+
+
 def main(out_dir: str = "demo-output") -> int:
-    """Run ``build-dataset`` on the sample collection and print where the results are."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.build_dataset import build_dataset
+    """Run the demo; leave the stack running when ``KOALA_DEMO_KEEP_STACK=1``."""
+    from infra import local_stack
 
     root = Path(out_dir).resolve()
-    collection = write_sample_collection(root / "sample-collection")
-    dataset = root / "dataset"
-    stats = build_dataset(
-        sources=[str(collection)],
-        out=str(dataset),
-        shard_size=4,
-        splits="0.5,0.25,0.25",
-        max_rejected_fraction=0.7,
-    )
-    print(
-        f"\n{stats['accepted']} of {stats['inputs']} images accepted; rejected: {stats['reasons']}"
-    )
-    print(f"shards:      {dataset / 'shards'}")
-    print(f"index:       {dataset / 'index.parquet'}")
-    print(f"run stats:   {dataset / 'stats.json'}")
-    return 0
+    archive = write_sample_archive(root / "sample-archive")
+    output = root / "colorized"
+    print("starting the local stack (Prefect server, worker, Dask LocalCluster)...", flush=True)
+    env = os.environ | local_stack.up()
+    try:
+        _prefect("--no-prompt", "deploy", "--name", "colorize-archive/default", env=env)
+        _prefect(
+            "deployment",
+            "run",
+            "colorize-archive/default",
+            "--param",
+            f"input={archive}",
+            "--param",
+            f"output={output}",
+            "--watch",
+            env=env,
+        )
+    finally:
+        if os.environ.get("KOALA_DEMO_KEEP_STACK") != "1":
+            local_stack.down()
+    index = pd.read_parquet(output / "index")
+    counts = index["status"].value_counts().to_dict()
+    model = f"{index['model'].iloc[0]}@{index['model_version'].iloc[0]}"
+    print(f"\n{len(index)} inputs colorized with {model}: {counts}")
+    print(f"outputs:       {output / 'images'}")
+    print(f"index:         {output / 'index'}  (pandas.read_parquet reads it as one table)")
+    print(f"contact sheet: {output / 'contact_sheet.html'}")
+    return 0 if counts.get("ok") else 1
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ from torch import nn
 from models.blocks import AB_SCALE
 from tasks.colour import colourfulness, lab_to_rgb
 
-#: gains tried, in order; the first that reaches the target wins
-GAINS = tuple(round(1.0 + 0.05 * i, 2) for i in range(21))
+#: the gain is searched in [1, MAX_GAIN] to within GAIN_STEP
+MAX_GAIN = 2.0
+GAIN_STEP = 0.01
 
 
 def predict_ab(model: nn.Module, light: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
@@ -69,11 +70,18 @@ def collect_crops(
 def fit_chroma_gain(
     crops: list[tuple[np.ndarray, np.ndarray, np.ndarray]], target: float
 ) -> tuple[float, float, float]:
-    """The smallest gain in :data:`GAINS` whose colourfulness ratio reaches ``target`` (the
-    largest if none does); returns (gain, ratio without gain, ratio with it)."""
+    """The smallest gain in [1, MAX_GAIN] (to GAIN_STEP, by bisection: colourfulness grows
+    with the gain) whose colourfulness ratio reaches ``target``; MAX_GAIN if none does.
+    Returns (gain, ratio without gain, ratio with it)."""
     before = colourfulness_ratio(crops, 1.0)
-    for gain in GAINS:
-        ratio = before if gain == 1.0 else colourfulness_ratio(crops, gain)
-        if ratio >= target:
-            return gain, before, ratio
-    return GAINS[-1], before, ratio
+    if before >= target:
+        return 1.0, before, before
+    low, high = 1.0, MAX_GAIN
+    high_ratio = colourfulness_ratio(crops, high)
+    if high_ratio < target:
+        return high, before, high_ratio
+    while high - low > GAIN_STEP:
+        mid = round((low + high) / 2, 4)
+        ratio = colourfulness_ratio(crops, mid)
+        low, high, high_ratio = (low, mid, ratio) if ratio >= target else (mid, high, high_ratio)
+    return round(high, 3), before, high_ratio

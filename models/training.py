@@ -37,7 +37,7 @@ from models.losses import (
     masked_loss,
     rebalancing_weights,
 )
-from models.registry import build_model, options_for, save_model
+from models.registry import build_model, load_model, options_for, save_model
 from models.runtime import resolve_device, set_torch_threads
 from tasks.colour import lab_to_rgb
 
@@ -295,16 +295,8 @@ def train_model(
     val_metrics = {"loss": state["best_val"], "psnr": state.get("best_psnr")}
     calibration = None
     if cfg.colour_target:
-        gain, before, after = fit_chroma_gain(
-            collect_crops(model, val_loader, device), cfg.colour_target
-        )
-        model.chroma_gain = gain
-        val_metrics = evaluate_val(model, val_loader, device, model.loss)
-        calibration = {"target": cfg.colour_target, "ratio_before": before, "ratio_after": after}
-        log(
-            f"{name}: chroma gain {gain:.2f} (val colourfulness {before:.2f} -> {after:.2f} "
-            f"of ground truth; val PSNR {state.get('best_psnr', 0):.2f} -> "
-            f"{val_metrics['psnr']:.2f} dB)"
+        val_metrics, calibration = calibrate(
+            model, val_loader, device, cfg.colour_target, lambda m: log(f"{name}: {m}")
         )
     features_index = storage.join(root, "features", backbone, "index.parquet")
     card = {
@@ -332,6 +324,39 @@ def train_model(
         "epochs": state["epoch"],
         "seconds": card["training_seconds"],
     }
+
+
+def calibrate(
+    model: nn.Module, val_loader, device: torch.device, target: float, log: Callable[[str], None]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Fit and set ``model.chroma_gain`` for a val colourfulness ``target``; return the val
+    metrics with the gain and the calibration record for the card."""
+    model.chroma_gain = 1.0
+    before_psnr = evaluate_val(model, val_loader, device, model.loss)["psnr"]
+    gain, before, after = fit_chroma_gain(collect_crops(model, val_loader, device), target)
+    model.chroma_gain = gain
+    val = evaluate_val(model, val_loader, device, model.loss)
+    log(
+        f"chroma gain {gain:.2f}: val colourfulness {before:.2f} -> {after:.2f} of ground "
+        f"truth; val PSNR {before_psnr:.2f} -> {val['psnr']:.2f} dB"
+    )
+    return val, {"target": target, "ratio_before": before, "ratio_after": after}
+
+
+def calibrate_registered(
+    root: str, spec: str, target: float, log: Callable[[str], None] = print
+) -> str:
+    """Register a copy of ``spec`` (same weights) calibrated for a val colourfulness
+    ``target`` on ``root``'s features; return the new version."""
+    model, card = load_model(root, spec)
+    device = resolve_device(None)
+    backbone = card.get("backbone", "efficientnet-lite0")
+    loader = make_loader(feature_shards(root, backbone, "val"), 16, train=False)
+    val, calibration = calibrate(model.to(device), loader, device, target, log)
+    extra = {k: v for k, v in card.items() if k not in ("weights_sha256", "created_at")}
+    new = {**extra, "val_metrics": val, "chroma_gain": model.chroma_gain}
+    new["calibration"] = {**calibration, "calibrated_from": card["version"]}
+    return save_model(root, card["name"], model.cpu(), new)
 
 
 def cosine_factor(epoch: int, epochs: int) -> float:
