@@ -81,8 +81,9 @@ class UNet(nn.Module):
 
     def train(self, mode: bool = True) -> UNet:
         super().train(mode)
-        if not self.encoder_trainable:
-            self.encoder.eval()  # frozen batch-norm statistics stay ImageNet's
+        for m in self.encoder.modules():  # batch-norm statistics stay ImageNet's, even when
+            if isinstance(m, nn.BatchNorm2d):  # fine-tuning: our batches are small
+                m.eval()
         return self
 
     def encode(self, light: torch.Tensor) -> list[torch.Tensor]:

@@ -42,10 +42,12 @@ def test_unet_encoder_is_pretrained_and_frozen_until_released() -> None:
     model = build_model("unet")
     assert all(not p.requires_grad for p in model.encoder.parameters())
     model.train()
-    assert not model.encoder.training  # frozen BN keeps ImageNet statistics
+    bns = [m for m in model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns)  # BN keeps ImageNet statistics
     model.set_encoder_trainable(True)
     model.train()
-    assert model.encoder.training and all(p.requires_grad for p in model.encoder.parameters())
+    assert all(p.requires_grad for p in model.encoder.parameters())
+    assert not any(m.training for m in bns) and model.encoder._blocks[0].training
     fresh = build_model("unet", pretrained=False)
     stem = "encoder._conv_stem.weight"
     assert not torch.equal(fresh.state_dict()[stem], model.state_dict()[stem])
