@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: venv demo test lint bench-ingest bench-preprocess clean
+.PHONY: venv demo test lint bench-ingest bench-preprocess bench-colorize clean
 
 venv: $(STAMP)
 
@@ -38,5 +38,8 @@ bench-ingest: venv
 bench-preprocess: venv
 	$(BIN)/python bench/preprocess.py
 
+bench-colorize: venv
+	$(BIN)/python bench/colorize.py
+
 clean:
-	rm -rf $(VENV) demo-output
+	rm -rf $(VENV) demo-output .koala

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -39,3 +40,39 @@ def start_prefect_server(home: Path) -> tuple[subprocess.Popen, str]:
         time.sleep(0.5)
     proc.kill()
     raise SystemExit("Prefect server did not start")
+
+
+def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB, the process and all its descendants summed, sampled
+    every 50 ms) of a command."""
+    import tempfile
+
+    import psutil
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log)
+        ps = psutil.Process(proc.pid)
+        peak = 0
+        while proc.poll() is None:
+            rss = 0
+            for p in [ps, *_children(ps)]:
+                with contextlib.suppress(psutil.Error):
+                    rss += p.memory_info().rss
+            peak = max(peak, rss)
+            time.sleep(0.05)
+        seconds = time.perf_counter() - t0
+        if proc.returncode:
+            log.seek(0)
+            tail = log.read()[-3000:].decode(errors="replace")
+            raise SystemExit(f"{cmd[0]} failed ({proc.returncode}):\n{tail}")
+    return seconds, peak / 2**20
+
+
+def _children(ps) -> list:
+    import psutil
+
+    try:
+        return ps.children(recursive=True)
+    except psutil.Error:
+        return []

@@ -46,9 +46,11 @@ def build(source: Path, n: int, out: Path, shard_size: int) -> None:
             else:
                 ImageOps.mirror(Image.open(p)).save(src / f"mirror-{p.name}", quality=95)
     else:
-        from koala.demo import write_sample_collection
+        from PIL import Image
+        from skimage import data
 
-        write_sample_collection(src)
+        for name in ("astronaut", "chelsea", "coffee", "rocket", "retina", "hubble_deep_field"):
+            Image.fromarray(getattr(data, name)()).convert("RGB").save(src / f"{name}.jpg")
     build_dataset(
         sources=[str(src)],
         out=str(out),
