@@ -59,6 +59,12 @@ def _spawn(name: str, args: list[str], env: dict[str, str]) -> int:
     return proc.pid
 
 
+def prefect_server_command(port: int) -> list[str]:
+    """The command line of a local Prefect server (SQLite under ``PREFECT_HOME``)."""
+    return [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+            "--port", str(port)]  # fmt: skip
+
+
 def _wait(what: str, check, timeout: float = 90.0) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -111,21 +117,7 @@ def up(workers: int | None = None) -> dict[str, str]:
     py = sys.executable
     api = env["PREFECT_API_URL"]
     if "server_pid" not in current:
-        current["server_pid"] = _spawn(
-            "prefect-server",
-            [
-                py,
-                "-m",
-                "prefect",
-                "server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(PREFECT_PORT),
-            ],
-            env,
-        )
+        current["server_pid"] = _spawn("prefect-server", prefect_server_command(PREFECT_PORT), env)
     _wait("the Prefect server", lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200)
     subprocess.run(
         [py, "-m", "prefect", "work-pool", "create", POOL, "--type", "process", "--overwrite"],

@@ -334,6 +334,22 @@ def models_promote_cmd(
     typer.echo(f"{name}@{version} is now the champion")
 
 
+@models_app.command("ship")
+def models_ship_cmd(
+    spec: Annotated[str, typer.Argument(help="NAME@VERSION to ship with the code.")],
+    data: Annotated[str, typer.Option(help="Dataset root holding models/.")],
+) -> None:
+    """Copy a registered version into models/shipped/ (committed with the code) as the
+    champion that a fresh clone colorizes with."""
+    from models.registry import ship
+
+    try:
+        name, version = ship(data, spec)
+    except KoalaError as exc:
+        _fail(str(exc))
+    typer.echo(f"{name}@{version} is now the shipped default")
+
+
 @models_app.command("calibrate")
 def models_calibrate_cmd(
     spec: Annotated[str, typer.Argument(help="NAME[@VERSION] to calibrate.")],

@@ -106,3 +106,12 @@ def make_loader(
     return DataLoader(
         ds, batch_size=batch_size, num_workers=workers, persistent_workers=False, drop_last=False
     )
+
+
+def train_mean_ab_of(features_index: str) -> list[float] | None:
+    """Mean a*b* of the training split: the mean-ab baseline for datasets without one."""
+    if not storage.exists(features_index):
+        return None
+    index = storage.read_parquet(features_index, columns=["split", "a_mean", "b_mean"])
+    train = index[index["split"] == "train"]
+    return [float(train["a_mean"].mean()), float(train["b_mean"].mean())] if len(train) else None

@@ -10,6 +10,7 @@ from typing import Any
 from koala import storage
 from models.registry import (
     SHIPPED,
+    copy_version,
     locate,
     model_dir,
     promote,
@@ -28,9 +29,7 @@ def current_champion(root: str, name: str) -> str | None:
         return None
     _, version = resolve(where, name)
     if where == SHIPPED:
-        for filename in ("weights.safetensors", "card.json"):
-            blob = storage.read_bytes(storage.join(model_dir(SHIPPED, name, version), filename))
-            storage.atomic_write_bytes(storage.join(model_dir(root, name, version), filename), blob)
+        copy_version(SHIPPED, root, name, version)
         promote(root, name, version, reason="adopted the model shipped with Koala")
     return version
 

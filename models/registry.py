@@ -129,6 +129,35 @@ def promote(root: str, name: str, version: str, reason: str = "") -> None:
     storage.atomic_write_bytes(url, json.dumps(pointer, indent=2).encode())
 
 
+def copy_version(src: str, dst: str, name: str, version: str) -> None:
+    """Copy ``name@version`` (weights and card) from registry ``src`` to ``dst``."""
+    for filename in ("weights.safetensors", "card.json"):
+        blob = storage.read_bytes(storage.join(model_dir(src, name, version), filename))
+        storage.atomic_write_bytes(storage.join(model_dir(dst, name, version), filename), blob)
+
+
+def ship(root: str, spec: str) -> tuple[str, str]:
+    """Copy ``spec`` from ``root`` into the shipped registry and make it the champion there.
+    A card without the training mean a*b* (the mean-ab baseline for datasets without a train
+    split) gets it from ``root``'s features when ``root`` is the data it was trained on."""
+    from models.data import train_mean_ab_of
+
+    name, version = resolve(root, spec)
+    copy_version(root, SHIPPED, name, version)
+    card = load_card(root, name, version)
+    index = storage.join(root, "index.parquet")
+    trained_here = storage.exists(index) and (
+        hashlib.sha256(storage.read_bytes(index)).hexdigest() == card.get("data_index_sha256")
+    )
+    if not card.get("train_mean_ab") and trained_here:
+        features = storage.join(root, "features", card["backbone"], "index.parquet")
+        card["train_mean_ab"] = train_mean_ab_of(features)
+        url = storage.join(model_dir(SHIPPED, name, version), "card.json")
+        storage.atomic_write_bytes(url, json.dumps(card, indent=2).encode())
+    promote(SHIPPED, name, version, reason=f"shipped from {root}")
+    return name, version
+
+
 def locate(root: str, name: str) -> str:
     """``root`` when its registry has ``name``, else the shipped registry when that has it."""
     if versions(root, name) or not versions(SHIPPED, name):

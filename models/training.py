@@ -27,7 +27,7 @@ from tqdm import tqdm
 from koala import storage
 from models.blocks import AB_SCALE
 from models.calibration import collect_crops, fit_chroma_gain, predict_ab
-from models.data import feature_shards, make_loader
+from models.data import feature_shards, make_loader, train_mean_ab_of
 from models.losses import (
     AB_GRID,
     AB_RANGE,
@@ -303,6 +303,7 @@ def train_model(
         "architecture": name,
         "backbone": backbone,
         "backbone_weights_sha256": _first_weights_hash(features_index),
+        "train_mean_ab": train_mean_ab_of(features_index),
         "data_index_sha256": hashlib.sha256(
             storage.read_bytes(storage.join(root, "index.parquet"))
         ).hexdigest(),
@@ -374,15 +375,6 @@ def _maybe_finetune(model: nn.Module, opt: torch.optim.Optimizer, lr: float, epo
     opt.add_param_group(
         {"params": list(model.encoder.parameters()), "lr": lr / 10, "initial_lr": lr / 10}
     )
-
-
-def _train_mean_ab(features_index: str) -> list[float] | None:
-    """Mean a*b* of the training split: the mean-ab baseline for datasets without one."""
-    if not storage.exists(features_index):
-        return None
-    index = storage.read_parquet(features_index, columns=["split", "a_mean", "b_mean"])
-    train = index[index["split"] == "train"]
-    return [float(train["a_mean"].mean()), float(train["b_mean"].mean())] if len(train) else None
 
 
 def _first_weights_hash(features_index: str) -> str | None:

@@ -1,0 +1,50 @@
+"""The default model committed with the code: present, small, and usable on unseen data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.build_dataset import build_dataset
+from koala.cli import app
+from models.registry import SHIPPED, SHIPPED_REGISTRY, champion, load_model
+from tasks.preprocess import preprocess_shard, write_features_index
+from tests.fixtures import colour_photo, encode
+
+
+def test_shipped_unet_is_a_small_registered_champion() -> None:
+    version = champion(SHIPPED, "unet")
+    assert version, "models/shipped/unet/champion.json is missing"
+    folder = Path(SHIPPED_REGISTRY) / "unet" / version
+    assert (folder / "weights.safetensors").stat().st_size < 25 * 1024 * 1024
+    card = json.loads((folder / "card.json").read_text())
+    assert card["architecture"] == "unet" and card["val_metrics"]["psnr"] > 20
+    assert card["train_mean_ab"] and len(card["train_mean_ab"]) == 2
+    assert 1.0 <= card["chroma_gain"] <= 2.0 and card["calibration"]["ratio_after"] >= 0.75
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_evaluate_unseen_collection_with_the_shipped_model(tmp_path: Path) -> None:
+    """A collection the project has never seen, all in the test split, no model of its own."""
+    photos = tmp_path / "unseen"
+    photos.mkdir()
+    for i in range(3):
+        (photos / f"u{i}.jpg").write_bytes(encode(colour_photo(500 + i, (240, 180))))
+    data = tmp_path / "data"
+    build_dataset(sources=[str(photos)], out=str(data), splits="0,0,1")
+    shards = sorted((data / "shards").glob("*.tar"))
+    for shard in shards:
+        preprocess_shard(str(shard), str(data))
+    write_features_index(str(data), "efficientnet-lite0", [s.stem for s in shards])
+    assert load_model(str(data), "unet")[1]["version"] == champion(SHIPPED, "unet")
+    report = tmp_path / "report"
+    out = CliRunner().invoke(
+        app, ["evaluate", "--data", str(data), "--models", "unet", "--report", str(report)]
+    )
+    assert out.exit_code == 0, out.output
+    summary = json.loads((report / "summary.json").read_text())
+    assert len(summary) == 3 and all(v["images"] == 3 for v in summary.values())
+    assert (report / "index.html").exists()
