@@ -15,7 +15,7 @@ grayscale scans, each stage alone, a naive one-image-at-a-time script, and peak 
 
 Last line: JSON with end_to_end_img_s, stages_sum_img_s, naive_img_s and peak_rss_mb.
 
-    python bench/colorize.py [--images 48] [--naive-images 8] [--registry ROOT]
+    python bench/colorize.py [--images 240] [--naive-images 8] [--registry ROOT]
 """
 
 from __future__ import annotations
@@ -83,13 +83,14 @@ def stages(paths: list[Path], out: Path, registry: str, batch: int) -> dict[str,
     model, card = cached_model(registry, "unet", "cpu")
     backbone = cached_backbone("efficientnet-lite0", None, "cpu")
     device = torch.device("cpu")
-    _predict(model, backbone, [read_scan(paths[0].read_bytes())], device)  # warm-up
+    backbone = backbone.to(memory_format=torch.channels_last)
+    _predict(model, backbone, [read_scan(paths[0].read_bytes())], device, "auto")  # warm-up
     t = {"decode": 0.0, "forward": 0.0, "merge": 0.0, "encode": 0.0}
     for i in range(0, len(paths), batch):
         t0 = time.perf_counter()
         batch_scans = [read_scan(p.read_bytes()) for p in paths[i : i + batch]]
         t1 = time.perf_counter()
-        preds = _predict(model, backbone, batch_scans, device)
+        preds = _predict(model, backbone, batch_scans, device, "auto")
         t2 = time.perf_counter()
         merged = [
             colorize_lightness(s.lightness, ab, box)
@@ -150,7 +151,7 @@ def big_tiff(path: Path, megapixels: float = 50.0) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--images", type=int, default=240)
     parser.add_argument("--naive-images", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--registry", default=str(Path(tempfile.gettempdir()) / "no-registry"))

@@ -13,14 +13,15 @@ from koala.settings import get_settings
 from tasks.colorize import (
     ColorizeConfig,
     batches,
-    colorize_batch,
+    colorize_blocks,
+    group_batches,
     prepare_run,
     read_index,
 )
 from tasks.contact_sheet import write_contact_sheet
 
 _opts = {"cache_policy": NO_CACHE, "persist_result": False}
-colorize_task = task(colorize_batch, name="colorize-batch", retries=1, **_opts)
+colorize_task = task(colorize_blocks, name="colorize-batches", retries=1, **_opts)
 
 
 def _describe(result: dict) -> str:
@@ -64,7 +65,8 @@ def colorize_archive(
         output,
     )
     futures = [
-        colorize_task.submit(batch, {r.key: names[r.key] for r in batch}, cfg) for batch in todo
+        colorize_task.submit(group, {r.key: names[r.key] for b in group for r in b}, cfg)
+        for group in group_batches(todo)
     ]
     list(track(futures, "colorize", _describe))
     index = read_index(output)

@@ -3,6 +3,7 @@ and the Hasler-Süsstrunk colourfulness. Shared by preprocessing, training and c
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -28,10 +29,12 @@ def fit_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
 
 def resize_and_pad(img: Image.Image, size: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Shrink or stretch ``img`` to fit a ``size`` square with its aspect ratio kept, pad with
-    white; return the uint8 RGB array and the box of the real image inside the padding."""
+    white; return the uint8 RGB array (gray (H, W) for an "L" image) and the box of the real
+    image inside the padding."""
     box = fit_box(img.width, img.height, size)
-    canvas = Image.new("RGB", (size, size), PAD_COLOUR)
-    resized = img.convert("RGB").resize(
+    mode = "L" if img.mode == "L" else "RGB"
+    canvas = Image.new(mode, (size, size), PAD_COLOUR if mode == "RGB" else PAD_COLOUR[0])
+    resized = img.convert(mode).resize(
         (box[2] - box[0], box[3] - box[1]), Image.Resampling.BICUBIC, reducing_gap=3.0
     )
     canvas.paste(resized, box[:2])
@@ -59,6 +62,7 @@ def model_views(img: Image.Image, encoder_size: int = 200, embed_size: int = 299
     """The models' inputs for one image: the encoder view's L (uint8, ``l``) and a*b* (int8,
     ``ab``) with its box, the embedding view's L / 100 (``gray299``) with its box, and the
     encoder view's float Lab and RGB (``lab``, ``rgb``) for statistics."""
+    img = img if img.mode == "RGB" else img.convert("RGB")
     enc_rgb, box200 = resize_and_pad(img, encoder_size)
     emb_rgb, box299 = resize_and_pad(img, embed_size)
     lab = padded_view_lab(enc_rgb, box200)
@@ -72,6 +76,27 @@ def model_views(img: Image.Image, encoder_size: int = 200, embed_size: int = 299
         "lab": lab,
         "rgb": enc_rgb,
     }
+
+
+@functools.cache
+def gray_lightness_table(levels: int) -> np.ndarray:
+    """L* of every gray level 0..levels-1 (sRGB-encoded, D65), from scikit-image's Lab."""
+    ramp = np.linspace(0.0, 1.0, levels, dtype=np.float32)
+    return rgb2lab(np.repeat(ramp[None, :, None], 3, axis=2))[0, :, 0].astype(np.float32)
+
+
+def working_views(img: Image.Image, encoder_size: int = 200, embed_size: int = 299) -> dict:
+    """The models' inputs only (``l``, ``box200``, ``gray299``, as :func:`model_views`); a
+    gray ("L") image skips RGB and Lab: its L* comes from :func:`gray_lightness_table`, which
+    gives the same values as the conversion."""
+    if img.mode != "L":
+        views = model_views(img, encoder_size, embed_size)
+        return {k: views[k] for k in ("l", "box200", "gray299")}
+    table = gray_lightness_table(256)
+    enc, box200 = resize_and_pad(img, encoder_size)
+    emb, _ = resize_and_pad(img, embed_size)
+    light = np.clip(np.rint(table[enc] * L_SCALE), 0, 255).astype(np.uint8)
+    return {"l": light, "box200": box200, "gray299": table[emb] / np.float32(100.0)}
 
 
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:

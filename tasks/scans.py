@@ -9,13 +9,12 @@ colorized from their luminance; ones with real colour are skipped unless ``recol
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from tasks.colour import rgb_to_lab
+from tasks.colour import gray_lightness_table, rgb_to_lab
 from tasks.images import DEFAULT_LIMITS, ImageLimits, colour_fraction, open_image, to_rgb
 
 GRAY_8 = frozenset({"1", "L", "LA", "La"})
@@ -51,16 +50,6 @@ class Scan:
     @property
     def height(self) -> int:
         return int(self.lightness.shape[0])
-
-
-@functools.cache
-def gray_lightness_table(levels: int) -> np.ndarray:
-    """L* of every gray level 0..levels-1 (sRGB-encoded, D65), from scikit-image's Lab."""
-    ramp = np.linspace(0.0, 1.0, levels, dtype=np.float32)
-    rgb = np.repeat(ramp[:, None, None], 3, axis=2).reshape(1, levels, 3)
-    from skimage.color import rgb2lab
-
-    return rgb2lab(rgb)[0, :, 0].astype(np.float32)
 
 
 def _gray16(img: Image.Image) -> np.ndarray:

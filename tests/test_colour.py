@@ -13,6 +13,7 @@ from tasks.colour import (
     encode_lab,
     fit_box,
     lab_to_rgb,
+    padded_view_lab,
     resize_and_pad,
     rgb_to_lab,
 )
@@ -96,3 +97,32 @@ def test_padded_view_lab_equals_converting_the_whole_square() -> None:
     light_fast, ab_fast = encode_lab(fast)
     light_full, ab_full = encode_lab(full)
     assert np.array_equal(light_fast, light_full) and np.array_equal(ab_fast, ab_full)
+
+
+def test_gray_working_views_equal_the_rgb_path() -> None:
+    from skimage import data
+
+    from tasks.colour import model_views, working_views
+
+    img = Image.fromarray(data.camera()).resize((333, 250))
+    fast, full = working_views(img), model_views(img.convert("RGB"))
+    assert fast["box200"] == full["box200"]
+    np.testing.assert_array_equal(fast["l"], full["l"])
+    np.testing.assert_allclose(fast["gray299"], full["gray299"], atol=1e-5)
+
+
+def test_colorize_lightness_matches_the_reference_merge() -> None:
+    from skimage import data
+
+    from tasks.colour import colorize_lightness, merge_full_resolution
+
+    rgb = np.asarray(Image.fromarray(data.astronaut()).resize((401, 300)))
+    lab = rgb_to_lab(rgb)
+    view, box = resize_and_pad(Image.fromarray(rgb), 200)
+    ab = padded_view_lab(view, box)[..., 1:].transpose(2, 0, 1)
+    fast = colorize_lightness(lab[..., 0], ab, box, strip_rows=64).astype(int)
+    reference = lab_to_rgb(merge_full_resolution(lab, ab, box)).astype(int)
+    assert fast.shape == reference.shape and np.abs(fast - reference).mean() < 0.5
+    assert np.percentile(np.abs(fast - reference), 99.5) <= 2
+    deep = colorize_lightness(lab[..., 0], ab, box, np.uint16)
+    assert deep.dtype == np.uint16 and np.abs(deep / 257.0 - fast).max() <= 1.0
