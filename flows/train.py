@@ -14,7 +14,7 @@ from infra.runners import task_runner
 from koala.errors import KoalaError
 from models.data import feature_shards
 from models.registry import ARCHITECTURES
-from models.training import TrainConfig, train_model
+from models.training import TrainConfig, stop_on_signals, train_model
 
 _opts = {"cache_policy": NO_CACHE, "persist_result": False}
 
@@ -85,13 +85,14 @@ def train_models(
     log.info("training %s on %s (%s features)", ", ".join(models), data, backbone)
     with gpu_resource_annotation():
         futures = [train_task.submit(data, m, backbone, cfg, resume, options) for m in models]
-    return list(
-        track(
-            futures,
-            "train",
-            lambda r: (
-                f"{r['name']}@{r['version']}: val PSNR "
-                f"{r['val']['psnr']:.2f} dB after {r['epochs']} epoch(s)"
-            ),
+    with stop_on_signals():  # SIGTERM / Ctrl-C: every model checkpoints, then the run stops
+        return list(
+            track(
+                futures,
+                "train",
+                lambda r: (
+                    f"{r['name']}@{r['version']}: val PSNR "
+                    f"{r['val']['psnr']:.2f} dB after {r['epochs']} epoch(s)"
+                ),
+            )
         )
-    )

@@ -239,22 +239,30 @@ def train_cmd(
     _prepare_environment(None)
     try:
         from flows.train import train_models
+        from models.training import stop_on_signals
 
-        results = train_models(
-            data=data,
-            models=_names(models),
-            backbone=backbone,
-            epochs=epochs,
-            budget_minutes=budget_minutes,
-            batch_size=batch_size,
-            device=None if device == "auto" else device,
-            resume=resume,
-            seed=seed,
-            options=_options(set_ or []),
-            colour_target=colour_target,
-        )
+        with stop_on_signals():  # Ctrl-C / SIGTERM: checkpoint, then stop (--resume goes on)
+            results = train_models(
+                data=data,
+                models=_names(models),
+                backbone=backbone,
+                epochs=epochs,
+                budget_minutes=budget_minutes,
+                batch_size=batch_size,
+                device=None if device == "auto" else device,
+                resume=resume,
+                seed=seed,
+                options=_options(set_ or []),
+                colour_target=colour_target,
+            )
     except KoalaError as exc:
         _fail(str(exc))
+    except BaseException:
+        from models.training import STOP
+
+        if STOP.is_set():
+            _fail("interrupted: checkpoints saved; run the same command with --resume", 130)
+        raise
     for r in results:
         typer.echo(
             f"{r['name']}@{r['version']}: val PSNR {r['val']['psnr']:.2f} dB, "

@@ -12,6 +12,7 @@ import math
 import random
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -74,22 +75,37 @@ def checkpoint_dir(root: str, name: str) -> str:
     return storage.join(root, "checkpoints", name)
 
 
+#: set by SIGTERM / SIGINT (see :func:`stop_on_signals`); training checkpoints and stops
+STOP = threading.Event()
+
+
+def request_stop(*_: object) -> None:
+    """Ask running training loops to checkpoint and stop after the current batch."""
+    STOP.set()
+
+
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM (a scheduler stopping us) into KeyboardInterrupt, so we checkpoint first."""
-
-    def handler(*_: object) -> None:
-        raise KeyboardInterrupt("SIGTERM")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: nothing to install
-        yield
+def stop_on_signals() -> Iterator[None]:
+    """While training runs (in this thread or a flow's task thread), SIGTERM (a scheduler
+    stopping us) and SIGINT (Ctrl-C) make it checkpoint and stop; a second Ctrl-C aborts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # the process's main thread (the CLI) installs the handlers
         return
+    STOP.clear()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum: int, frame: object) -> None:
+        if STOP.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        request_stop()
+
+    for sig in previous:
+        signal.signal(sig, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, h in previous.items():
+            signal.signal(sig, h)
 
 
 def _save_checkpoint(path: str, model: nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
@@ -210,7 +226,7 @@ def train_model(
     started = time.perf_counter() - state["seconds"]
     budget = cfg.budget_minutes * 60 if cfg.budget_minutes else None
     over_budget = False
-    with sigterm_as_interrupt():
+    with stop_on_signals():
         try:
             for epoch in range(state["epoch"], cfg.epochs):
                 _maybe_finetune(model, opt, cfg.lr, epoch)
@@ -252,6 +268,8 @@ def train_model(
                     total += loss.item() * len(light)
                     count += len(light)
                     bar.set_postfix(loss=f"{total / count:.4f}")
+                    if STOP.is_set():
+                        raise KeyboardInterrupt("stop requested")
                     if budget and time.perf_counter() - started > budget:
                         over_budget = True
                         break

@@ -149,3 +149,35 @@ def test_evaluate_writes_metrics_summary_and_report(features: Path, tmp_path: Pa
         assert (report / src).stat().st_size > 0
     with pytest.raises(Exception, match="no model named"):
         evaluate_models(data=str(features), models=["zhang"], report=str(report), split="val")
+
+
+def test_sigterm_checkpoints_and_stops_the_cli(features: Path, prefect_server: str) -> None:
+    """A real signal to `koala train` (training runs in a flow's task thread)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parent.parent
+    state = Path(checkpoint_dir(str(features), "koalarization")) / "state.json"
+    state.unlink(missing_ok=True)
+    env = os.environ | {"PREFECT_API_URL": prefect_server, "PYTHONPATH": str(root)}
+    cmd = [sys.executable, "-m", "koala.cli", "train", "--data", str(features)]
+    proc = subprocess.Popen(
+        [*cmd, "--models", "koalarization", "--epochs", "500", "--batch-size", "4"],
+        env=env,
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and not state.exists():
+        time.sleep(0.2)
+    assert state.exists(), "no epoch finished"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-2000:]
+    assert "--resume" in out
+    assert 1 <= json.loads(state.read_text())["epoch"] < 500
