@@ -182,6 +182,16 @@ def load_card(root: str, name: str, version: str) -> dict[str, Any]:
     return json.loads(storage.read_bytes(storage.join(model_dir(root, name, version), "card.json")))
 
 
+def find_card(root: str, spec: str) -> dict[str, Any]:
+    """The card of ``name[@version]`` (resolved as :func:`load_model` does), checking that its
+    weights exist, without building the network."""
+    root = locate(root, spec.partition("@")[0])
+    name, version = resolve(root, spec)
+    if not storage.exists(storage.join(model_dir(root, name, version), "weights.safetensors")):
+        raise RegistryError(f"{name}@{version}: weights.safetensors is missing")
+    return load_card(root, name, version)
+
+
 def load_model(root: str, spec: str) -> tuple[nn.Module, dict[str, Any]]:
     """The network of ``name[@version]`` in eval mode, and its card; a name that ``root`` does
     not have comes from the models shipped with Koala."""

@@ -30,7 +30,7 @@ from koala import storage
 from koala.errors import KoalaError, one_line
 from koala.settings import get_settings
 from models.calibration import predict_ab
-from models.registry import load_model
+from models.registry import find_card, load_model
 from models.runtime import inference_mode, resolve_device, set_torch_threads
 from tasks.colour import colorize_lightness, working_views
 from tasks.fetch import fetch, make_client
@@ -339,7 +339,7 @@ def prepare_run(
     for this model version."""
     if cfg.format not in FORMATS:
         raise KoalaError(f"unknown format {cfg.format!r}; choose from {sorted(FORMATS)}")
-    _, card = load_model(cfg.registry, cfg.model)
+    card = find_card(cfg.registry, cfg.model)
     storage.check_writable(cfg.output)
     storage.remove_stale_temporaries(cfg.output)
     refs = enumerate_inputs([source], storage.join(cfg.output, "_staging"))
