@@ -72,18 +72,15 @@ def stages(paths: list[Path], out: Path, registry: str, batch: int) -> dict[str,
     import torch
 
     from models.runtime import set_torch_threads
-    from tasks.colorize import _predict, cached_model
+    from tasks.colorize import _predict, cached_colorizer
     from tasks.colour import colorize_lightness
     from tasks.outputs import encode_output
-    from tasks.preprocess import cached_backbone
     from tasks.scans import read_scan
 
     set_torch_threads()
     torch.set_num_threads(1)
-    model, card = cached_model(registry, "unet", "cpu")
-    backbone = cached_backbone("efficientnet-lite0", None, "cpu")
+    model, backbone, card = cached_colorizer(registry, "unet", "cpu")
     device = torch.device("cpu")
-    backbone = backbone.to(memory_format=torch.channels_last)
     _predict(model, backbone, [read_scan(paths[0].read_bytes())], device, "auto")  # warm-up
     t = {"decode": 0.0, "forward": 0.0, "merge": 0.0, "encode": 0.0}
     for i in range(0, len(paths), batch):
@@ -111,13 +108,13 @@ def naive(paths: list[Path], out: Path, registry: str) -> float:
     import torch
     from skimage import color, io, transform
 
+    from models.backbones import load_backbone
     from models.blocks import AB_SCALE
-    from tasks.colorize import cached_model
-    from tasks.preprocess import cached_backbone
+    from models.registry import load_model
 
     torch.set_num_threads(1)
-    model, _ = cached_model(registry, "unet", "cpu")
-    backbone = cached_backbone("efficientnet-lite0", None, "cpu")
+    model, _ = load_model(registry, "unet")  # float32, as loaded, one image at a time
+    backbone = load_backbone("efficientnet-lite0").eval()
     t0 = time.perf_counter()
     for i, path in enumerate(paths):
         gray = io.imread(path)

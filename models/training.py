@@ -314,7 +314,12 @@ def train_model(
     calibration = None
     if cfg.colour_target:
         val_metrics, calibration = calibrate(
-            model, val_loader, device, cfg.colour_target, lambda m: log(f"{name}: {m}")
+            model,
+            val_loader,
+            device,
+            cfg.colour_target,
+            lambda m: log(f"{name}: {m}"),
+            before_psnr=state.get("best_psnr"),  # the best epoch's, measured without a gain
         )
     features_index = storage.join(root, "features", backbone, "index.parquet")
     card = {
@@ -346,12 +351,19 @@ def train_model(
 
 
 def calibrate(
-    model: nn.Module, val_loader, device: torch.device, target: float, log: Callable[[str], None]
+    model: nn.Module,
+    val_loader,
+    device: torch.device,
+    target: float,
+    log: Callable[[str], None],
+    before_psnr: float | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Fit and set ``model.chroma_gain`` for a val colourfulness ``target``; return the val
-    metrics with the gain and the calibration record for the card."""
+    metrics with the gain and the calibration record for the card. ``before_psnr`` (val PSNR
+    without a gain) is measured when the caller does not know it."""
     model.chroma_gain = 1.0
-    before_psnr = evaluate_val(model, val_loader, device, model.loss)["psnr"]
+    if before_psnr is None:
+        before_psnr = evaluate_val(model, val_loader, device, model.loss)["psnr"]
     gain, before, after = fit_chroma_gain(collect_crops(model, val_loader, device), target)
     model.chroma_gain = gain
     val = evaluate_val(model, val_loader, device, model.loss)

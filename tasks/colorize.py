@@ -99,11 +99,19 @@ class ColorizeConfig:
 
 
 @lru_cache(maxsize=2)
-def cached_model(registry: str, spec: str, device: str) -> tuple[torch.nn.Module, dict]:
-    """The colorization model and its card, loaded once per worker process (channels-last:
-    faster convolutions on CPU and GPU)."""
+def cached_colorizer(
+    registry: str, spec: str, device: str
+) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
+    """The colorization model, its embedding backbone and its card, loaded once per worker
+    process, both channels-last (faster convolutions on CPU and GPU)."""
     model, card = load_model(registry, spec)
-    return model.to(device).to(memory_format=torch.channels_last).eval(), card
+    backbone = cached_backbone(card.get("backbone", "efficientnet-lite0"), None, device)
+    channels_last = torch.channels_last
+    return (
+        model.to(device).to(memory_format=channels_last).eval(),
+        backbone.to(memory_format=channels_last),
+        card,
+    )
 
 
 def index_dir(output: str) -> str:
@@ -151,9 +159,13 @@ def output_names(refs: list[InputRef]) -> dict[str, str]:
 
 
 def _thumb(img: Image.Image | np.ndarray) -> bytes:
-    img = Image.fromarray(img) if isinstance(img, np.ndarray) else img.copy()
-    if img.mode not in ("RGB", "L"):
-        img = img.convert("RGB")
+    """A contact-sheet JPEG; big images are reduced first, without a full-size copy."""
+    if isinstance(img, np.ndarray):
+        step = max(1, max(img.shape[:2]) // (2 * THUMB))
+        small = img[::step, ::step]
+        img = Image.fromarray(small if small.dtype == np.uint8 else (small >> 8).astype(np.uint8))
+    else:
+        img = img.reduce(max(1, max(img.size) // (2 * THUMB)))
     img.thumbnail((THUMB, THUMB), Image.Resampling.BOX, reducing_gap=2.0)
     buf = io.BytesIO()
     img.convert("RGB").save(buf, "JPEG", quality=85)
@@ -188,9 +200,7 @@ def colorize_batch(refs: list[InputRef], names: dict[str, str], cfg: ColorizeCon
     the contact sheet and the batch's index part. Bad inputs become ``failed`` rows."""
     set_torch_threads()
     device = resolve_device(cfg.device)
-    model, card = cached_model(cfg.registry, cfg.model, str(device))
-    backbone = cached_backbone(card.get("backbone", "efficientnet-lite0"), None, str(device))
-    backbone = backbone.to(memory_format=torch.channels_last)
+    model, backbone, card = cached_colorizer(cfg.registry, cfg.model, str(device))
     version = card["version"]
     part = part_uri(cfg.output, version, refs)
     if storage.exists(part):
@@ -313,8 +323,7 @@ def _write_output(
     if row["ordinal"] < SHEET_INPUTS:
         before, after = thumb_uris(cfg.output, row["key"])
         storage.atomic_write_bytes(before, _thumb(scan.view))
-        small = rgb if depth == np.uint8 else (rgb >> 8).astype(np.uint8)
-        storage.atomic_write_bytes(after, _thumb(small))
+        storage.atomic_write_bytes(after, _thumb(rgb))
     row.update(status="ok", output_uri=uri)
 
 

@@ -170,7 +170,7 @@ def colorize_lightness(
     x0, y0, x1, y1 = box
     h, w = lightness.shape
     ab = np.ascontiguousarray(ab_view[:, y0:y1, x0:x1].transpose(1, 2, 0), dtype=np.float32)
-    map_x = np.broadcast_to(upsample_map(w, x1 - x0), (strip_rows, w))
+    map_x = np.ascontiguousarray(np.broadcast_to(upsample_map(w, x1 - x0), (strip_rows, w)))
     ys = upsample_map(h, y1 - y0)
     top = float(np.iinfo(dtype).max)
     out = np.empty((h, w, 3), dtype=dtype)
@@ -178,9 +178,7 @@ def colorize_lightness(
     for y in range(0, h, strip_rows):
         n = min(strip_rows, h - y)
         map_y = np.ascontiguousarray(np.broadcast_to(ys[y : y + n, None], (n, w)))
-        strip = cv2.remap(
-            ab, np.ascontiguousarray(map_x[:n]), map_y, cv2.INTER_LINEAR, cv2.BORDER_REPLICATE
-        )
+        strip = cv2.remap(ab, map_x[:n], map_y, cv2.INTER_LINEAR, cv2.BORDER_REPLICATE)
         lab[:n, :, 0] = lightness[y : y + n]
         lab[:n, :, 1:] = strip
         rgb = cv2.cvtColor(lab[:n], cv2.COLOR_Lab2RGB)
