@@ -212,7 +212,13 @@ def colorize_cmd(
 @app.command("train")
 def train_cmd(
     data: Annotated[str, typer.Option(help="Dataset root with preprocessed features.")],
-    models: Annotated[str, typer.Option(help="Comma-separated: unet,koalarization,regression.")],
+    models: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: unet, koalarization, zhang, zhang_resnet, regression, "
+            "autoencoder, pretrained_encoder, gan."
+        ),
+    ],
     epochs: Annotated[int, typer.Option(min=1)] = 30,
     budget_minutes: Annotated[
         float | None, typer.Option(help="Same wall-clock budget for every model.")
@@ -295,12 +301,69 @@ def evaluate_cmd(
         )
     except KoalaError as exc:
         _fail(str(exc))
-    typer.echo(f"{'model':44s} {'PSNR':>7s} {'SSIM':>6s} {'abMAE':>6s} {'colour':>7s} {'FD':>7s}")
+    _print_summary(summary)
+    typer.echo(f"report: {report_path(report)}")
+
+
+def _print_summary(summary: dict) -> None:
+    """One line per model: the headline metrics of an evaluation."""
+    typer.echo(
+        f"{'model':44s} {'PSNR':>7s} {'SSIM':>6s} {'abMAE':>6s} {'colour':>7s} {'gap':>6s} "
+        f"{'FD':>7s}"
+    )
     for name, m in summary.items():
         typer.echo(
             f"{name:44s} {m['psnr']:7.2f} {m['ssim']:6.3f} {m['ab_mae']:6.2f} "
-            f"{m['colourfulness_ratio']:7.2f} {m['fd_lite0']:7.1f}"
+            f"{m['colourfulness_ratio']:7.2f} {m['colourfulness_gap_abs']:6.2f} "
+            f"{m['fd_lite0']:7.1f}"
         )
+
+
+@app.command("compare")
+def compare_cmd(
+    data: Annotated[str, typer.Option(help="Dataset root with preprocessed features.")],
+    report: Annotated[str, typer.Option(help="Folder for the comparison report.")],
+    budget_minutes: Annotated[
+        float, typer.Option(min=0.01, help="Wall-clock training minutes per model.")
+    ] = 10.0,
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated subset (default: every model).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split to score (test; val if there is none).")] = (
+        "test"
+    ),
+    backbone: Annotated[str, typer.Option()] = "efficientnet-lite0",
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    colour_target: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Chroma calibration target for every model; 0 turns it off."),
+    ] = 0.8,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    samples: Annotated[int, typer.Option(min=0, help="Images in the sample grid.")] = 8,
+) -> None:
+    """Train every model for the same budget on the same data and compare them in one report."""
+    _prepare_environment(None)
+    try:
+        from flows.compare import compare_models
+        from models.training import stop_on_signals
+        from tasks.evaluate import report_path
+
+        with stop_on_signals():
+            summary = compare_models(
+                data=data,
+                report=report,
+                budget_minutes=budget_minutes,
+                models=_names(models) if models else None,
+                backbone=backbone,
+                split=split,
+                batch_size=batch_size,
+                colour_target=colour_target or None,
+                device=None if device == "auto" else device,
+                samples=samples,
+            )
+    except KoalaError as exc:
+        _fail(str(exc))
+    _print_summary(summary)
     typer.echo(f"report: {report_path(report)}")
 
 

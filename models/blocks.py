@@ -10,9 +10,13 @@ from torch import nn
 AB_SCALE = 128.0
 
 
-def conv_relu(cin: int, cout: int, stride: int = 1, norm: bool = True) -> nn.Sequential:
-    """3x3 convolution, optional batch norm, ReLU."""
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=not norm)]
+def conv_relu(
+    cin: int, cout: int, stride: int = 1, norm: bool = True, dilation: int = 1
+) -> nn.Sequential:
+    """3x3 convolution (optionally dilated), optional batch norm, ReLU."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=not norm)
+    ]
     if norm:
         layers.append(nn.BatchNorm2d(cout))
     layers.append(nn.ReLU(inplace=True))
@@ -71,3 +75,46 @@ class KoalaDecoder(nn.Module):
         x = F.interpolate(self.stage2(x), scale_factor=2.0, mode="nearest")
         x = torch.tanh(self.head(self.stage3(x)))
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 conv-BN layers with an identity (or 1x1 projection) shortcut, then ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, dilation: int = 1) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv_relu(cin, cout, stride, dilation=dilation),
+            nn.Conv2d(cout, cout, 3, padding=dilation, dilation=dilation, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+        self.shortcut = (
+            nn.Identity()
+            if cin == cout and stride == 1
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+def conv_bn_lrelu(cin: int, cout: int, norm: bool = True) -> nn.Sequential:
+    """pix2pix's contracting step: 4x4 stride-2 convolution, optional batch norm, LeakyReLU."""
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 4, 2, 1, bias=not norm)]
+    if norm:
+        layers.append(nn.BatchNorm2d(cout))
+    layers.append(nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(*layers)
+
+
+def up_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    """A 2x transposed convolution (4x4, stride 2), batch norm, ReLU."""
+    return nn.Sequential(
+        nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)
+    )
+
+
+def resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Bilinear resize of (B, C, H, W) to ``size`` (a no-op when it already has it)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
+from models.base import Colorizer
 from models.blocks import FusionLayer, KoalaDecoder, KoalaEncoder
 
 
@@ -17,7 +17,7 @@ class KoalarizationConfig:
     width: int = 64
 
 
-class Koalarization(nn.Module):
+class Koalarization(Colorizer):
     """``forward(light, embedding)``: L in [0, 1] (B, 1, H, W) -> a*b*/128 (B, 2, H, W)."""
 
     uses_embedding = True

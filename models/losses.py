@@ -8,6 +8,7 @@ import torch.nn.functional as F
 LOSSES = {
     "mse": lambda p, t, **_: F.mse_loss(p, t, reduction="none"),
     "huber": lambda p, t, delta=0.1, **_: F.huber_loss(p, t, reduction="none", delta=delta),
+    "l1": lambda p, t, **_: F.l1_loss(p, t, reduction="none"),
     "smooth_l1": lambda p, t, beta=0.05, **_: F.smooth_l1_loss(p, t, reduction="none", beta=beta),
 }
 
@@ -37,30 +38,3 @@ def box_mask(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     x0, y0, x1, y1 = (boxes[:, i].view(-1, 1, 1) for i in range(4))
     inside = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
     return inside.unsqueeze(1).float()
-
-
-#: a*b* bins for rebalancing: a grid of ``AB_GRID`` units over [-130, 130) on both axes
-AB_GRID = 10
-AB_RANGE = 130
-
-
-def ab_bin_index(ab: torch.Tensor) -> torch.Tensor:
-    """Flat bin index of every pixel of a*b* (B, 2, H, W) in a*b* units."""
-    n = 2 * AB_RANGE // AB_GRID
-    idx = ((ab + AB_RANGE) / AB_GRID).floor().long().clamp(0, n - 1)
-    return idx[:, 0] * n + idx[:, 1]
-
-
-def rebalancing_weights(counts: torch.Tensor, lam: float = 0.5, sigma: float = 5.0) -> torch.Tensor:
-    """Zhang et al.'s class rebalancing: w ~ 1 / ((1 - lam) p~ + lam / Q), with p~ the empirical
-    a*b* distribution smoothed by a Gaussian (sigma in a*b* units) and Q the number of bins seen;
-    normalised so that the expected weight under p~ is 1."""
-    from scipy.ndimage import gaussian_filter
-
-    n = 2 * AB_RANGE // AB_GRID
-    p = gaussian_filter(counts.double().view(n, n).numpy(), sigma / AB_GRID)
-    p = torch.from_numpy(p).flatten()
-    p = p / p.sum()
-    seen = counts > 0
-    w = torch.where(seen, 1.0 / ((1 - lam) * p + lam / seen.sum()), torch.zeros_like(p))
-    return (w / (p * w).sum()).float()

@@ -24,15 +24,24 @@ from torch import nn
 import koala
 from koala import storage
 from koala.errors import KoalaError
+from models.autoencoder import Autoencoder, AutoencoderConfig
+from models.gan import GAN, GANConfig
 from models.koalarization import Koalarization, KoalarizationConfig
+from models.pretrained_encoder import PretrainedEncoder, PretrainedEncoderConfig
 from models.regression import Regression, RegressionConfig
 from models.unet import UNet, UNetConfig
+from models.zhang import Zhang, ZhangConfig, ZhangResNetConfig
 
-#: name -> (network class, its config dataclass)
+#: name -> (network class, its config dataclass); ``unet`` is Koala's own flagship
 ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
     "unet": (UNet, UNetConfig),
     "koalarization": (Koalarization, KoalarizationConfig),
+    "zhang": (Zhang, ZhangConfig),
+    "zhang_resnet": (Zhang, ZhangResNetConfig),
     "regression": (Regression, RegressionConfig),
+    "autoencoder": (Autoencoder, AutoencoderConfig),
+    "pretrained_encoder": (PretrainedEncoder, PretrainedEncoderConfig),
+    "gan": (GAN, GANConfig),
 }
 
 
@@ -208,8 +217,8 @@ def load_model(root: str, spec: str) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def _no_download(architecture: str) -> dict[str, Any]:
-    # registered weights replace the pretrained encoder anyway: skip loading it first
-    return {"pretrained": False} if architecture == "unet" else {}
+    # registered weights replace a pretrained encoder anyway: skip loading it first
+    return options_for(architecture, {"pretrained": False})
 
 
 def list_models(root: str) -> pd.DataFrame:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
+from models.base import Colorizer
 from models.blocks import KoalaDecoder, KoalaEncoder
 
 
@@ -17,7 +17,7 @@ class RegressionConfig:
     huber_delta: float = 0.1  # in a*b*/128 units, i.e. about 13 a*b* units
 
 
-class Regression(nn.Module):
+class Regression(Colorizer):
     """``forward(light, embedding=None)``: L in [0, 1] -> a*b*/128; the embedding is ignored."""
 
     uses_embedding = False

@@ -27,17 +27,9 @@ from tqdm import tqdm
 
 from koala import storage
 from models.blocks import AB_SCALE
-from models.calibration import collect_crops, fit_chroma_gain, predict_ab
+from models.calibration import collect_crops, fit_chroma_gain
 from models.data import feature_shards, make_loader, train_mean_ab_of
-from models.losses import (
-    AB_GRID,
-    AB_RANGE,
-    ab_bin_index,
-    box_mask,
-    chroma_loss,
-    masked_loss,
-    rebalancing_weights,
-)
+from models.losses import box_mask
 from models.registry import build_model, load_model, options_for, save_model
 from models.runtime import resolve_device, set_torch_threads
 from tasks.colour import lab_to_rgb
@@ -108,39 +100,33 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(sig, h)
 
 
-def _save_checkpoint(path: str, model: nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
+Optimizers = dict[str, torch.optim.Optimizer]
+
+
+def _save_checkpoint(path: str, model: nn.Module, opts: Optimizers, state: dict) -> None:
     blob = save_safetensors(
         {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     )
     storage.atomic_write_bytes(storage.join(path, "last.safetensors"), blob)
     buf = io.BytesIO()
-    torch.save(opt.state_dict(), buf)  # tensors and numbers only: loads with weights_only=True
+    # tensors and numbers only: loads with weights_only=True
+    torch.save({name: opt.state_dict() for name, opt in opts.items()}, buf)
     storage.atomic_write_bytes(storage.join(path, "optimizer.pt"), buf.getvalue())
     storage.atomic_write_bytes(storage.join(path, "state.json"), json.dumps(state).encode())
 
 
-def _load_checkpoint(path: str, model: nn.Module, opt: torch.optim.Optimizer) -> dict | None:
+def _load_checkpoint(path: str, model: nn.Module, opts: Optimizers) -> dict | None:
     if not storage.exists(storage.join(path, "state.json")):
         return None
     model.load_state_dict(
         load_safetensors(storage.read_bytes(storage.join(path, "last.safetensors")))
     )
-    opt.load_state_dict(
-        torch.load(
-            io.BytesIO(storage.read_bytes(storage.join(path, "optimizer.pt"))), weights_only=True
-        )
+    saved = torch.load(
+        io.BytesIO(storage.read_bytes(storage.join(path, "optimizer.pt"))), weights_only=True
     )
+    for name, opt in opts.items():
+        opt.load_state_dict(saved[name])
     return json.loads(storage.read_bytes(storage.join(path, "state.json")))
-
-
-def ab_weights(train_urls: list[str], batch_size: int, lam: float) -> torch.Tensor:
-    """Rebalancing weights per a*b* bin from the training split's real (unpadded) pixels."""
-    n = (2 * AB_RANGE // AB_GRID) ** 2
-    counts = torch.zeros(n, dtype=torch.long)
-    for b in make_loader(train_urls, batch_size, train=False):
-        mask = box_mask(b["box"], b["ab"].shape[-2:])[:, 0].bool()
-        counts += torch.bincount(ab_bin_index(b["ab"] * AB_SCALE)[mask], minlength=n)
-    return rebalancing_weights(counts, lam)
 
 
 def ab_psnr(light: torch.Tensor, pred: torch.Tensor, ab: torch.Tensor, box: torch.Tensor) -> float:
@@ -159,16 +145,18 @@ def ab_psnr(light: torch.Tensor, pred: torch.Tensor, ab: torch.Tensor, box: torc
     return float(np.mean(out))
 
 
-def evaluate_val(model: nn.Module, loader, device: torch.device, loss: str) -> dict[str, float]:
-    """Masked loss and RGB PSNR on the val split."""
+def evaluate_val(model: nn.Module, loader, device: torch.device) -> dict[str, float]:
+    """The model's objective and RGB PSNR (with its chroma gain) on the val split."""
     model.eval()
     losses, psnrs, n = [], [], 0
+    gain = float(getattr(model, "chroma_gain", 1.0))
     with torch.inference_mode():
         for b in loader:
             light, ab = b["light"].to(device), b["ab"].to(device)
-            pred = predict_ab(model, light, b["embedding"].to(device)) / AB_SCALE
             mask = box_mask(b["box"].to(device), light.shape[-2:])
-            losses.append(masked_loss(loss, pred, ab, mask).item() * len(light))
+            loss, pred = model.objective(light, b["embedding"].to(device), ab, mask)
+            pred = (pred.float() * gain).clamp(-1.0, 127.0 / 128) if gain != 1.0 else pred
+            losses.append(loss.item() * len(light))
             psnrs.append(ab_psnr(b["light"], pred.cpu(), b["ab"], b["box"]) * len(light))
             n += len(light)
     return {"loss": sum(losses) / max(n, 1), "psnr": sum(psnrs) / max(n, 1)}
@@ -187,15 +175,13 @@ def train_model(
     seed_everything(cfg.seed)
     set_torch_threads()
     device = resolve_device(cfg.device)
-    kwargs = {"embedding_dim": EMBEDDING_DIMS[backbone]} if name != "regression" else {}
-    model = build_model(name, **{**kwargs, **options_for(name, model_options)}).to(device)
+    options = {"embedding_dim": EMBEDDING_DIMS[backbone], **(model_options or {})}
+    model = build_model(name, **options_for(name, options)).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     train_urls = feature_shards(root, backbone, "train")
     val_urls = feature_shards(root, backbone, "val")
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
+    opts = model.optimizers(cfg.lr, cfg.weight_decay)
     ckpt = checkpoint_dir(root, name)
     state = {
         "epoch": 0,
@@ -205,12 +191,13 @@ def train_model(
         "history": [],
         "seconds": 0.0,
     }
-    for group in opt.param_groups:
-        group["initial_lr"] = cfg.lr
+    for opt in opts.values():
+        for group in opt.param_groups:
+            group["initial_lr"] = group["lr"]
     if resume and storage.exists(storage.join(ckpt, "state.json")):
         done = json.loads(storage.read_bytes(storage.join(ckpt, "state.json")))["epoch"]
-        _maybe_finetune(model, opt, cfg.lr, done - 1)  # same param groups as when it was saved
-    if resume and (loaded := _load_checkpoint(ckpt, model, opt)):
+        _maybe_finetune(model, opts, done - 1)  # same param groups as when it was saved
+    if resume and (loaded := _load_checkpoint(ckpt, model, opts)):
         state = loaded
         log(f"{name}: resuming after epoch {state['epoch']}")
     best_blob = (
@@ -219,19 +206,22 @@ def train_model(
         else None
     )
     val_loader = make_loader(val_urls, cfg.batch_size, train=False)
-    rebalance = getattr(model.config, "rebalance", 0.0)
-    bin_weights = (
-        ab_weights(train_urls, cfg.batch_size, rebalance).to(device) if rebalance else None
-    )
+    model.fit_prior(make_loader(train_urls, cfg.batch_size, train=False))
+    model.to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     started = time.perf_counter() - state["seconds"]
     budget = cfg.budget_minutes * 60 if cfg.budget_minutes else None
     over_budget = False
     with stop_on_signals():
         try:
             for epoch in range(state["epoch"], cfg.epochs):
-                _maybe_finetune(model, opt, cfg.lr, epoch)
-                for group in opt.param_groups:  # cosine decay over the planned epochs
-                    group["lr"] = group["initial_lr"] * cosine_factor(epoch, cfg.epochs)
+                _maybe_finetune(model, opts, epoch)
+                # cosine decay over the planned epochs, or over the budget when that ends first
+                elapsed = (time.perf_counter() - started) / budget if budget else 0.0
+                factor = cosine_factor(max(epoch / cfg.epochs, elapsed))
+                for opt in opts.values():
+                    for group in opt.param_groups:
+                        group["lr"] = group["initial_lr"] * factor
                 model.train()
                 loader = make_loader(
                     train_urls,
@@ -241,7 +231,8 @@ def train_model(
                     workers=cfg.workers,
                     crop_size=None if model.uses_embedding else cfg.crop_size,
                 )
-                total, count = 0.0, 0
+                totals: dict[str, float] = {}
+                count = 0
                 bar = tqdm(
                     loader,
                     desc=f"{name} epoch {epoch + 1}",
@@ -253,40 +244,35 @@ def train_model(
                 for b in bar:
                     light, ab = b["light"].to(device), b["ab"].to(device)
                     mask = box_mask(b["box"].to(device), light.shape[-2:])
-                    with torch.autocast(device.type, enabled=device.type == "cuda"):
-                        pred = model(light, b["embedding"].to(device))
-                    if bin_weights is not None:  # weight pixels by the rarity of their colour
-                        mask = mask * bin_weights[ab_bin_index(ab * AB_SCALE)].unsqueeze(1)
-                    loss = masked_loss(model.loss, pred, ab, mask)
-                    chroma_weight = getattr(model.config, "chroma_weight", 0.0)
-                    if chroma_weight:
-                        loss = loss + chroma_weight * chroma_loss(pred, ab, mask)
-                    opt.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                    total += loss.item() * len(light)
+                    with autocast:
+                        losses = model.train_step(light, b["embedding"].to(device), ab, mask, opts)
+                    for key, value in losses.items():
+                        totals[key] = totals.get(key, 0.0) + value * len(light)
                     count += len(light)
-                    bar.set_postfix(loss=f"{total / count:.4f}")
+                    bar.set_postfix({k: f"{v / count:.4f}" for k, v in totals.items()})
                     if STOP.is_set():
                         raise KeyboardInterrupt("stop requested")
                     if budget and time.perf_counter() - started > budget:
                         over_budget = True
                         break
-                val = evaluate_val(model, val_loader, device, model.loss)
+                val = evaluate_val(model, val_loader, device)
                 state["epoch"] = epoch + 1
                 state["seconds"] = time.perf_counter() - started
+                means = {k: v / max(count, 1) for k, v in totals.items()}
+                train_loss = means.pop("loss", float("nan"))
                 state["history"].append(
                     {
                         "epoch": epoch + 1,
-                        "train_loss": total / max(count, 1),
+                        "train_loss": train_loss,
+                        **{f"train_{k}": v for k, v in means.items()},
                         "val_loss": val["loss"],
                         "val_psnr": val["psnr"],
                         "seconds": round(state["seconds"], 1),
                     }
                 )
+                extra = "".join(f", {k} {v:.4f}" for k, v in means.items())
                 log(
-                    f"{name} epoch {epoch + 1}: train {total / max(count, 1):.4f}, val "
+                    f"{name} epoch {epoch + 1}: train {train_loss:.4f}{extra}, val "
                     f"{val['loss']:.4f}, val PSNR {val['psnr']:.2f} dB ({state['seconds']:.0f} s)"
                 )
                 if val["loss"] < state["best_val"]:
@@ -299,13 +285,13 @@ def train_model(
                     storage.atomic_write_bytes(storage.join(ckpt, "best.safetensors"), best_blob)
                 else:
                     state["stale"] += 1
-                _save_checkpoint(ckpt, model, opt, state)
+                _save_checkpoint(ckpt, model, opts, state)
                 if over_budget or state["stale"] >= cfg.patience:
                     log(f"{name}: stopping ({'budget' if over_budget else 'no val improvement'})")
                     break
         except KeyboardInterrupt:
             state["seconds"] = time.perf_counter() - started
-            _save_checkpoint(ckpt, model, opt, state)
+            _save_checkpoint(ckpt, model, opts, state)
             log(f"{name}: interrupted; checkpoint saved after epoch {state['epoch']}")
             raise
     if best_blob is not None:
@@ -331,6 +317,7 @@ def train_model(
             storage.read_bytes(storage.join(root, "index.parquet"))
         ).hexdigest(),
         "training": asdict(cfg),
+        "optimizers": {k: type(opt).__name__ for k, opt in opts.items()},
         "training_seconds": round(state["seconds"], 1),
         "epochs_run": state["epoch"],
         "best_epoch": state["best_epoch"],
@@ -363,10 +350,10 @@ def calibrate(
     without a gain) is measured when the caller does not know it."""
     model.chroma_gain = 1.0
     if before_psnr is None:
-        before_psnr = evaluate_val(model, val_loader, device, model.loss)["psnr"]
+        before_psnr = evaluate_val(model, val_loader, device)["psnr"]
     gain, before, after = fit_chroma_gain(collect_crops(model, val_loader, device), target)
     model.chroma_gain = gain
-    val = evaluate_val(model, val_loader, device, model.loss)
+    val = evaluate_val(model, val_loader, device)
     log(
         f"chroma gain {gain:.2f}: val colourfulness {before:.2f} -> {after:.2f} of ground "
         f"truth; val PSNR {before_psnr:.2f} -> {val['psnr']:.2f} dB"
@@ -390,20 +377,21 @@ def calibrate_registered(
     return save_model(root, card["name"], model.cpu(), new)
 
 
-def cosine_factor(epoch: int, epochs: int) -> float:
-    """Learning-rate factor of ``epoch`` (0-based) under cosine decay to 0 over ``epochs``."""
-    return 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
+def cosine_factor(progress: float) -> float:
+    """Learning-rate factor under cosine decay from 1 to 0 as ``progress`` goes from 0 to 1."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
-def _maybe_finetune(model: nn.Module, opt: torch.optim.Optimizer, lr: float, epoch: int) -> None:
-    """Unfreeze a pretrained encoder (at lr/10) once ``epoch`` reaches its config's
-    ``finetune_after``; models without one are left alone."""
+def _maybe_finetune(model: nn.Module, opts: Optimizers, epoch: int) -> None:
+    """Unfreeze a pretrained encoder (at a tenth of the learning rate) once ``epoch`` reaches
+    its config's ``finetune_after``; models without one are left alone."""
     after = getattr(model.config, "finetune_after", None)
     if after is None or epoch < after or model.encoder_trainable:
         return
     model.set_encoder_trainable(True)
-    opt.add_param_group(
-        {"params": list(model.encoder.parameters()), "lr": lr / 10, "initial_lr": lr / 10}
+    lr = opts["model"].param_groups[0]["initial_lr"] / 10
+    opts["model"].add_param_group(
+        {"params": list(model.encoder.parameters()), "lr": lr, "initial_lr": lr}
     )
 
 

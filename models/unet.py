@@ -10,12 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.backbones import efficientnet_lite0_weights_path, load_into, read_state_dict
-from models.blocks import FusionLayer, conv_relu
+from models import ab_bins
+from models.backbones import LITE0_CHANNELS, lite0_encoder, lite0_features
+from models.base import Colorizer
+from models.blocks import AB_SCALE, FusionLayer, conv_relu
+from models.losses import box_mask, chroma_loss, masked_loss
 
-#: EfficientNet-Lite0 block indices whose outputs are the skips (strides 2, 4, 8, 16, 32)
-SKIP_BLOCKS = (0, 2, 4, 10, 15)
-SKIP_CHANNELS = (16, 24, 40, 112, 320)
+SKIP_CHANNELS = LITE0_CHANNELS
 DECODER_CHANNELS = (256, 128, 64, 48, 32)
 
 
@@ -26,7 +27,7 @@ class UNetConfig:
     freeze_encoder: bool = True
     #: start fine-tuning the frozen encoder (at a tenth of the learning rate) after this many
     #: epochs; None keeps it frozen
-    finetune_after: int | None = None
+    finetune_after: int | None = 2
     #: weight of the chroma-matching term added to the smooth L1 loss (see models/losses.py)
     chroma_weight: float = 0.0
     #: Zhang-style class rebalancing of the loss (lambda of the uniform mix); 0 turns it off
@@ -45,24 +46,17 @@ class UpBlock(nn.Module):
         return self.convs(torch.cat([x, skip], 1))
 
 
-class UNet(nn.Module):
+class UNet(Colorizer):
     """``forward(light, embedding)``: L in [0, 1] (B, 1, H, W) -> a*b*/128 (B, 2, H, W)."""
 
     uses_embedding = True
     loss = "smooth_l1"
+    frozen_encoder_statistics = True
 
     def __init__(self, config: UNetConfig = UNetConfig()) -> None:
         super().__init__()
-        from efficientnet_lite_pytorch import EfficientNet
-
         self.config = config
-        self.encoder = EfficientNet.from_name("efficientnet-lite0")
-        if config.pretrained:
-            path = efficientnet_lite0_weights_path()
-            load_into(self.encoder, read_state_dict(path), path, "efficientnet-lite0")
-        del self.encoder._conv_head, self.encoder._bn1, self.encoder._fc  # unused head
-        self.register_buffer("mean", torch.tensor(0.498), persistent=False)
-        self.register_buffer("std", torch.tensor(0.502), persistent=False)
+        self.encoder = lite0_encoder(config.pretrained)
         self.fusion = FusionLayer(SKIP_CHANNELS[-1], config.embedding_dim, DECODER_CHANNELS[0])
         ups, cin = [], DECODER_CHANNELS[0]
         for skip, cout in zip(reversed(SKIP_CHANNELS[:-1]), DECODER_CHANNELS[1:], strict=True):
@@ -72,33 +66,36 @@ class UNet(nn.Module):
         self.final = UpBlock(cin, 1, DECODER_CHANNELS[-1])
         self.head = nn.Conv2d(DECODER_CHANNELS[-1], 2, 3, padding=1)
         self.set_encoder_trainable(not config.freeze_encoder)
+        self.bin_weights: torch.Tensor | None = None  # set by fit_prior when rebalancing
 
-    def set_encoder_trainable(self, trainable: bool) -> None:
-        """Freeze (and keep in eval mode) or unfreeze the pretrained encoder."""
-        self.encoder_trainable = trainable
-        for p in self.encoder.parameters():
-            p.requires_grad_(trainable)
+    def fit_prior(self, batches) -> None:
+        """Class-rebalancing weights of the gamut bins from the training split (if asked)."""
+        if not self.config.rebalance:
+            return
+        centres = ab_bins.gamut_bins(10.0)
+        counts = sum(
+            ab_bins.bin_counts(b["ab"] * AB_SCALE, box_mask(b["box"], b["ab"].shape[-2:]), centres)
+            for b in batches
+        )
+        self.register_buffer("centres", centres, persistent=False)
+        weights = ab_bins.rebalancing_weights(counts, centres, self.config.rebalance)
+        self.register_buffer("bin_weights", weights, persistent=False)
 
-    def train(self, mode: bool = True) -> UNet:
-        super().train(mode)
-        for m in self.encoder.modules():  # batch-norm statistics stay ImageNet's, even when
-            if isinstance(m, nn.BatchNorm2d):  # fine-tuning: our batches are small
-                m.eval()
-        return self
-
-    def encode(self, light: torch.Tensor) -> list[torch.Tensor]:
-        enc = self.encoder
-        x = (light.expand(-1, 3, -1, -1) - self.mean) / self.std
-        x = enc._swish(enc._bn0(enc._conv_stem(x)))
-        skips = []
-        for i, block in enumerate(enc._blocks):
-            x = block(x)
-            if i in SKIP_BLOCKS:
-                skips.append(x)
-        return skips
+    def objective(self, light, embedding, ab, mask):
+        """Smooth L1, with pixels weighted by the rarity of their colour when rebalancing, plus
+        the optional chroma-matching term."""
+        pred = self(light, embedding)
+        weight = mask
+        if self.bin_weights is not None:
+            idx = ab_bins.nearest_bins(ab * AB_SCALE, self.centres.to(ab.device))
+            weight = mask * self.bin_weights.to(ab.device)[idx].unsqueeze(1)
+        loss = masked_loss(self.loss, pred, ab, weight)
+        if self.config.chroma_weight:
+            loss = loss + self.config.chroma_weight * chroma_loss(pred, ab, mask)
+        return loss, pred
 
     def forward(self, light: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        skips = self.encode(light)
+        skips = lite0_features(self.encoder, light)
         x = self.fusion(skips[-1], embedding)
         for up, skip in zip(self.ups, reversed(skips[:-1]), strict=True):
             x = up(x, skip)

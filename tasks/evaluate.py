@@ -81,8 +81,11 @@ def evaluate_models(
     backbone: str = "efficientnet-lite0",
     split: str = "test",
     samples: int = 8,
+    intro: str = "",
+    appendix: str = "",
 ) -> dict:
-    """Score ``specs`` (``name[@version]``) and the baselines on ``split``; write the report."""
+    """Score ``specs`` (``name[@version]``) and the baselines on ``split``; write the report
+    (``intro`` and ``appendix``: extra HTML before the table and after the samples)."""
     models, cards = {}, []
     for spec in specs:
         model, card = load_model(root, spec)
@@ -135,7 +138,7 @@ def evaluate_models(
         raise KoalaError(f"the {split} split of {root} is empty")
     metrics = pd.DataFrame(rows)
     summary = summarize(metrics, pooled)
-    write_report(report, metrics, summary, grid, names, split)
+    write_report(report, metrics, summary, grid, names, split, intro, appendix)
     return summary
 
 
@@ -186,6 +189,8 @@ def write_report(
     grid: list[dict],
     names: list[str],
     split: str,
+    intro: str = "",
+    appendix: str = "",
 ) -> None:
     """``metrics.parquet``, ``summary.json`` and ``index.html`` (table and sample grid)."""
     storage.makedirs(report)
@@ -221,9 +226,9 @@ img{{max-width:220px;display:block}}</style></head><body>
 <h1>Koala evaluation: {html.escape(split)} split, {n_images} images, full resolution</h1>
 <p>Models predict a*b* at 200x200; a*b* is upsampled and merged with each image's own L.
 Best value per column in green (colourfulness ratio: closest to 1). FD-lite0 is a Fréchet
-distance on EfficientNet-Lite0 pooled features, not Inception FID.</p>
+distance on EfficientNet-Lite0 pooled features, not Inception FID.</p>{intro}
 <table><tr>{head}</tr>{body}</table>
-<h2>Samples</h2><table><tr>{grid_head}</tr>{tiles}</table></body></html>"""
+<h2>Samples</h2><table><tr>{grid_head}</tr>{tiles}</table>{appendix}</body></html>"""
     storage.atomic_write_bytes(storage.join(report, "index.html"), page.encode())
 
 

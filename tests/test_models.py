@@ -128,25 +128,6 @@ def test_shipped_models_are_found_when_the_root_has_none(
     assert load_model(str(tmp_path / "data"), "regression")[1]["version"] == own
 
 
-def test_rebalancing_weights_favour_rare_colours_and_average_to_one() -> None:
-    from scipy.ndimage import gaussian_filter
-
-    from models.losses import AB_GRID, AB_RANGE, ab_bin_index, rebalancing_weights
-
-    rng = torch.Generator().manual_seed(0)
-    ab = torch.randn(1, 2, 64, 64, generator=rng) * 8  # mostly near-gray colours...
-    ab[..., :4, :4] = torch.tensor([60.0, 70.0]).view(1, 2, 1, 1)  # ...and a rare vivid patch
-    n = 2 * AB_RANGE // AB_GRID
-    counts = torch.bincount(ab_bin_index(ab).flatten(), minlength=n * n)
-    w = rebalancing_weights(counts, lam=0.5)
-    smooth = torch.from_numpy(gaussian_filter(counts.double().view(n, n).numpy(), 0.5)).flatten()
-    assert float((w.double() * smooth / smooth.sum()).sum()) == pytest.approx(1.0, rel=1e-5)
-    vivid = ab_bin_index(torch.tensor([60.0, 70.0]).view(1, 2, 1, 1)).item()
-    common = ab_bin_index(torch.zeros(1, 2, 1, 1)).item()
-    assert w[vivid] > 3 * w[common]
-    assert (w[counts == 0] == 0).all()
-
-
 def test_model_options_apply_only_where_the_config_has_them() -> None:
     from koala.cli import _options
     from models.registry import options_for

@@ -1,0 +1,74 @@
+"""``compare-models``: train every model for the same wall-clock budget on the same data, one
+at a time, score them and the baselines on the same split, and write one report (metrics
+table with the best values marked, sample grid, training curves, budget, data, hardware)."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.logging import get_run_logger
+
+from flows.evaluate import evaluate_task
+from flows.train import train_task
+from infra.runners import task_runner
+from koala import storage
+from koala.errors import KoalaError
+from models.registry import ARCHITECTURES, load_card
+from models.training import TrainConfig, stop_on_signals
+from tasks import compare
+from tasks.evaluate import report_path
+
+#: epochs is only a ceiling: the budget ends training (and paces its cosine schedule)
+MAX_EPOCHS = 1000
+
+
+@flow(name="compare-models", task_runner=task_runner(threads=1), log_prints=True)
+def compare_models(
+    data: str,
+    report: str,
+    budget_minutes: float = 10.0,
+    models: list[str] | None = None,
+    backbone: str = "efficientnet-lite0",
+    split: str = "test",
+    batch_size: int = 8,
+    colour_target: float | None = 0.8,
+    device: str | None = None,
+    seed: int = 0,
+    samples: int = 8,
+) -> dict:
+    """Train ``models`` (default: all of them) with the same budget, then evaluate them."""
+    log = get_run_logger()
+    models = list(models or compare.COMPARED)
+    unknown = [m for m in models if m not in ARCHITECTURES]
+    if unknown:
+        raise KoalaError(f"unknown model(s) {unknown}; choose from {sorted(ARCHITECTURES)}")
+    counts = compare.split_counts(data, backbone)
+    scored, note = compare.scored_split(counts, split)
+    cfg = TrainConfig(
+        epochs=MAX_EPOCHS,
+        budget_minutes=budget_minutes,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        colour_target=colour_target,
+    )
+    log.info("comparing %s: %g min each on %s", ", ".join(models), budget_minutes, data)
+    cards = {}
+    with stop_on_signals():
+        for name in models:  # one at a time: each gets the whole machine for its budget
+            result = train_task(data, name, backbone, cfg, False)
+            cards[name] = load_card(data, name, result["version"])
+            log.info(
+                "%s: %d epochs, val PSNR %.2f dB", name, result["epochs"], result["val"]["psnr"]
+            )
+    compare.plot_curves(cards, storage.join(report, "curves.png"))
+    intro = compare.intro_html(
+        data, counts, scored, note, budget_minutes, colour_target, batch_size
+    )
+    appendix = (
+        "<h2>Training</h2>" + compare.training_table(cards) + "<h2>Training curves</h2>"
+        "<img src='curves.png' alt='training curves' style='max-width:100%'>"
+    )
+    specs = [f"{name}@{card['version']}" for name, card in cards.items()]
+    summary = evaluate_task(data, specs, report, backbone, scored, samples, intro, appendix)
+    log.info("report: %s", report_path(report))
+    return summary
