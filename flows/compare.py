@@ -8,11 +8,10 @@ from prefect import flow
 from prefect.logging import get_run_logger
 
 from flows.evaluate import evaluate_task
-from flows.train import train_task
+from flows.train import check_training_inputs, train_task
 from infra.runners import task_runner
 from koala import storage
-from koala.errors import KoalaError
-from models.registry import ARCHITECTURES, load_card
+from models.registry import load_card
 from models.training import TrainConfig, stop_on_signals
 from tasks import compare
 from tasks.evaluate import report_path
@@ -34,13 +33,14 @@ def compare_models(
     device: str | None = None,
     seed: int = 0,
     samples: int = 8,
+    patience: int | None = None,
 ) -> dict:
-    """Train ``models`` (default: all of them) with the same budget, then evaluate them."""
+    """Train ``models`` (default: all of them) with the same budget, then evaluate them. By
+    default every model trains for the whole budget (no early stopping; its best val epoch is
+    kept); ``patience`` stops a model after that many epochs without val improvement."""
     log = get_run_logger()
     models = list(models or compare.COMPARED)
-    unknown = [m for m in models if m not in ARCHITECTURES]
-    if unknown:
-        raise KoalaError(f"unknown model(s) {unknown}; choose from {sorted(ARCHITECTURES)}")
+    check_training_inputs(data, models, backbone)
     counts = compare.split_counts(data, backbone)
     scored, note = compare.scored_split(counts, split)
     cfg = TrainConfig(
@@ -50,6 +50,7 @@ def compare_models(
         device=device,
         seed=seed,
         colour_target=colour_target,
+        patience=patience or MAX_EPOCHS,
     )
     log.info("comparing %s: %g min each on %s", ", ".join(models), budget_minutes, data)
     cards = {}
@@ -62,7 +63,7 @@ def compare_models(
             )
     compare.plot_curves(cards, storage.join(report, "curves.png"))
     intro = compare.intro_html(
-        data, counts, scored, note, budget_minutes, colour_target, batch_size
+        data, counts, scored, note, budget_minutes, colour_target, batch_size, patience
     )
     appendix = (
         "<h2>Training</h2>" + compare.training_table(cards) + "<h2>Training curves</h2>"

@@ -50,6 +50,15 @@ def gpu_resource_annotation() -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+def check_training_inputs(data: str, models: list[str], backbone: str) -> None:
+    """Fail before any work: every model is known and the train and val features exist."""
+    unknown = [m for m in models if m not in ARCHITECTURES]
+    if unknown:
+        raise KoalaError(f"unknown model(s) {unknown}; choose from {sorted(ARCHITECTURES)}")
+    feature_shards(data, backbone, "train")
+    feature_shards(data, backbone, "val")
+
+
 @flow(name="train-models", task_runner=task_runner(threads=1), log_prints=True)
 def train_models(
     data: str,
@@ -69,11 +78,7 @@ def train_models(
     config fields of the models that have them (e.g. ``{"finetune_after": 3}`` for the U-Net);
     ``colour_target`` calibrates each model's chroma gain on val (models/calibration.py)."""
     log = get_run_logger()
-    unknown = [m for m in models if m not in ARCHITECTURES]
-    if unknown:
-        raise KoalaError(f"unknown model(s) {unknown}; choose from {sorted(ARCHITECTURES)}")
-    feature_shards(data, backbone, "train")
-    feature_shards(data, backbone, "val")
+    check_training_inputs(data, models, backbone)
     cfg = TrainConfig(
         epochs=epochs,
         budget_minutes=budget_minutes,

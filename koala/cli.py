@@ -340,6 +340,10 @@ def compare_cmd(
     ] = 0.8,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     samples: Annotated[int, typer.Option(min=0, help="Images in the sample grid.")] = 8,
+    patience: Annotated[
+        int | None,
+        typer.Option(min=1, help="Early stopping (default: every model uses the whole budget)."),
+    ] = None,
 ) -> None:
     """Train every model for the same budget on the same data and compare them in one report."""
     _prepare_environment(None)
@@ -360,6 +364,7 @@ def compare_cmd(
                 colour_target=colour_target or None,
                 device=None if device == "auto" else device,
                 samples=samples,
+                patience=patience,
             )
     except KoalaError as exc:
         _fail(str(exc))

@@ -31,10 +31,11 @@ def _srgb_ab() -> np.ndarray:
     return rgb2lab(rgb).reshape(-1, 3)[:, 1:]
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=64)
 def _gamut(grid: float) -> np.ndarray:
-    cells = np.unique(np.round(_srgb_ab() / grid).astype(np.int64), axis=0)
-    return (cells * grid).astype(np.float32)
+    cells = np.round(_srgb_ab() / grid).astype(np.int64) + 4096  # non-negative cell indices
+    keys = np.unique(cells[:, 0] * 8192 + cells[:, 1])  # sorted by a*, then b*
+    return (np.stack([keys // 8192, keys % 8192], 1) - 4096).astype(np.float32) * grid
 
 
 def gamut_bins(grid: float = 10.0) -> torch.Tensor:
@@ -49,9 +50,11 @@ def grid_for_bins(bins: int) -> float:
     (e.g. 50 bins, the Pune paper's setting, is a grid of about 23)."""
     if bins < 2:
         raise ValueError(f"need at least 2 a*b* bins, got {bins}")
-    sizes = np.arange(2.0, 80.0, 0.5)
-    counts = np.array([len(_gamut(float(s))) for s in sizes])
-    return float(sizes[np.argmin(np.abs(counts - bins))])
+    low, high = 2.0, 80.0  # bisection: the count falls as the grid grows
+    while high - low > 0.5:
+        mid = round((low + high) / 2 * 2) / 2
+        low, high = (mid, high) if len(_gamut(mid)) > bins else (low, mid)
+    return min((low, high), key=lambda g: (abs(len(_gamut(g)) - bins), g))
 
 
 def _pixels(ab: torch.Tensor) -> torch.Tensor:

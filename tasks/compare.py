@@ -129,8 +129,14 @@ def intro_html(
     budget_minutes: float,
     colour_target: float | None,
     batch_size: int,
+    patience: int | None = None,
 ) -> str:
     """What was compared, on what, under which budget and on which machine."""
+    stopping = (
+        f"early stopping after {patience} epochs without val improvement"
+        if patience
+        else "no early stopping"
+    )
     calibration = (
         f"then each model's chroma gain was calibrated on val to a colourfulness of "
         f"{colour_target:g} of the ground truth's (models/calibration.py)"
@@ -140,7 +146,7 @@ def intro_html(
     splits = ", ".join(f"{k} {v}" for k, v in counts.items())
     return (
         f"<p><b>Budget:</b> {budget_minutes:g} wall-clock minutes of training per model, one "
-        f"model at a time, batch size {batch_size}, the best val epoch registered; "
+        f"model at a time, batch size {batch_size}, {stopping}, the best val epoch registered; "
         f"{html.escape(calibration)}.<br><b>Data:</b> {html.escape(root)} ({splits}); "
         f"scored on the <b>{html.escape(split)}</b> split at full resolution. "
         f"{html.escape(note)}<br><b>Hardware:</b> {html.escape(hardware())}</p>"

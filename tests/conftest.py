@@ -153,3 +153,25 @@ def prefect_server() -> Iterator[str]:
 
     with prefect_test_harness(server_startup_timeout=60):
         yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory: pytest.TempPathFactory, prefect_server: str):
+    """12 photos in train/ and val/ folders, built and preprocessed (tasks called directly);
+    one dataset per test module."""
+    from flows.build_dataset import build_dataset
+    from tasks.preprocess import preprocess_shard, write_features_index
+    from tests.fixtures import colour_photo, encode
+
+    root = tmp_path_factory.mktemp("train")
+    for i in range(12):
+        folder = root / "photos" / ("train" if i < 8 else "val")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"p{i}.jpg").write_bytes(encode(colour_photo(300 + i, (120, 90))))
+    data = root / "data"
+    build_dataset(sources=[str(root / "photos")], out=str(data), splits="folders", shard_size=4)
+    shards = sorted((data / "shards").glob("*.tar"))
+    for shard in shards:
+        preprocess_shard(str(shard), str(data))
+    write_features_index(str(data), "efficientnet-lite0", [s.stem for s in shards])
+    return data

@@ -12,33 +12,13 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from flows.build_dataset import build_dataset
 from flows.train import train_models
 from koala.cli import app
 from models.calibration import MAX_GAIN
 from models.registry import list_models, load_model
 from models.training import TrainConfig, checkpoint_dir, train_model
-from tasks.preprocess import preprocess_shard, write_features_index
-from tests.fixtures import colour_photo, encode
 
 FAST = TrainConfig(epochs=2, batch_size=4, patience=5)
-
-
-@pytest.fixture(scope="module")
-def features(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> Path:
-    """12 photos in train/ and val/ folders, built and preprocessed (tasks called directly)."""
-    root = tmp_path_factory.mktemp("train")
-    for i in range(12):
-        folder = root / "photos" / ("train" if i < 8 else "val")
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"p{i}.jpg").write_bytes(encode(colour_photo(300 + i, (120, 90))))
-    data = root / "data"
-    build_dataset(sources=[str(root / "photos")], out=str(data), splits="folders", shard_size=4)
-    shards = sorted((data / "shards").glob("*.tar"))
-    for shard in shards:
-        preprocess_shard(str(shard), str(data))
-    write_features_index(str(data), "efficientnet-lite0", [s.stem for s in shards])
-    return data
 
 
 def test_flow_trains_and_registers_each_model(features: Path) -> None:
