@@ -190,8 +190,11 @@ def lite0_encoder(pretrained: bool = True) -> nn.Module:
     return net
 
 
-def lite0_features(encoder: nn.Module, light: torch.Tensor) -> list[torch.Tensor]:
-    """Features of L in [0, 1] (B, 1, H, W) at strides 2, 4, 8, 16 and 32."""
+def lite0_features(
+    encoder: nn.Module, light: torch.Tensor, stages: int = len(LITE0_STAGES)
+) -> list[torch.Tensor]:
+    """Features of L in [0, 1] (B, 1, H, W) at strides 2, 4, 8, 16 and 32 (the first
+    ``stages`` of them; the blocks after the last one asked for are not run)."""
     x = (light.expand(-1, 3, -1, -1) - LITE0_GRAY_MEAN) / LITE0_GRAY_STD
     x = encoder._swish(encoder._bn0(encoder._conv_stem(x)))
     out = []
@@ -199,6 +202,6 @@ def lite0_features(encoder: nn.Module, light: torch.Tensor) -> list[torch.Tensor
         x = block(x)
         if i in LITE0_STAGES:
             out.append(x)
-        if i == LITE0_STAGES[-1]:
+        if i == LITE0_STAGES[stages - 1]:
             break
     return out

@@ -59,9 +59,9 @@ class Generator(nn.Module):
         self.encoder = lite0_encoder(pretrained)  # after the initialisation: keeps ImageNet's
 
     def forward(self, light: torch.Tensor) -> torch.Tensor:
-        pretrained = lite0_features(self.encoder, light)
+        pretrained = lite0_features(self.encoder, light, stages=len(self.downs))
         x, skips = light * 2.0 - 1.0, []
-        for down, adapt, feat in zip(self.downs, self.adapters, pretrained, strict=False):
+        for down, adapt, feat in zip(self.downs, self.adapters, pretrained, strict=True):
             x = down(x)
             x = torch.cat([x, adapt(resize(feat, x.shape[-2:]))], 1)
             skips.append(x)

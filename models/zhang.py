@@ -122,12 +122,12 @@ class Zhang(Colorizer):
         logits = self.logits(light)
         size = logits.shape[-2:]
         target_ab = ab_bins.downsample(ab, size) * AB_SCALE
-        weight = ab_bins.downsample(mask, size)[:, 0]
+        real = ab_bins.downsample(mask, size)[:, 0]
         target = ab_bins.soft_encode(
             target_ab, self.centres, self.config.neighbours, self.config.sigma
         )
-        nearest = ab_bins.nearest_bins(target_ab, self.centres)
-        weight = weight * self.class_weights[nearest]
+        nearest = target.argmax(1)  # the closest bin carries the largest soft weight
+        weight = real * self.class_weights[nearest]
         ce = -(target * torch.log_softmax(logits.float(), dim=1)).sum(1)
-        loss = (ce * weight).sum() / ab_bins.downsample(mask, size).sum().clamp_min(1.0)
+        loss = (ce * weight).sum() / real.sum().clamp_min(1.0)
         return loss, self.decode(logits, light.shape[-2:])
