@@ -25,7 +25,7 @@ from tasks.shards import (
     write_index,
     write_shard,
 )
-from tasks.sources import enumerate_inputs
+from tasks.sources import OUTPUT_MARKER, check_output_apart, enumerate_inputs
 
 PARALLEL_TASKS = 4  # ingest tasks in flight on the default thread runner
 _opts = {"cache_policy": NO_CACHE, "persist_result": False}
@@ -45,10 +45,19 @@ def balanced_chunk_size(n_inputs: int, max_size: int, min_size: int = 16) -> int
 
 
 def preflight(sources: list[str], out: str, splits: str) -> dict[str, float] | None:
-    """Checks that fail at once, before any work: output writable, split ratios valid."""
+    """Checks that fail at once, before any work: output apart from every input and writable,
+    split ratios valid."""
     ratios = parse_splits(splits)
+    check_output_apart(sources, out)
     storage.check_writable(out)
     return ratios
+
+
+def mark_output(out: str) -> None:
+    """Write :data:`OUTPUT_MARKER` at the root of ``out``: no Koala run lists it as input."""
+    marker = storage.join(out, OUTPUT_MARKER)
+    if not storage.exists(marker):
+        storage.atomic_write_bytes(marker, b'{"written_by": "koala build-dataset"}\n')
 
 
 @flow(name="build-dataset", task_runner=task_runner(threads=PARALLEL_TASKS), log_prints=True)
@@ -71,6 +80,7 @@ def build_dataset(
     log = get_run_logger()
     t0 = time.perf_counter()
     ratios = preflight(sources, out, splits)
+    mark_output(out)
     staging = storage.join(out, "_staging")
     limits = ImageLimits(min_side=min_side, max_pixels=max_pixels)
     for folder in (storage.join(out, "shards"), storage.join(staging, "chunks")):

@@ -3,20 +3,23 @@ a Parquet index and a contact sheet; batches spread over Dask workers."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
+from prefect.states import Failed
 
 from flows.progress import track
 from infra.runners import dask_runner
 from koala.settings import get_settings
+from tasks.archive_index import RunPlan, compact_index, read_index
 from tasks.colorize import (
     ColorizeConfig,
-    batches,
     colorize_blocks,
     group_batches,
+    plan_batches,
     prepare_run,
-    read_index,
 )
 from tasks.contact_sheet import write_contact_sheet
 
@@ -26,7 +29,19 @@ colorize_task = task(colorize_blocks, name="colorize-batches", retries=1, **_opt
 
 def _describe(result: dict) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result["counts"].items()))
+    if result.get("error"):
+        return f"stopped: {result['error']}"
     return f"{result['rows']} inputs" + (" (already done)" if result["skipped"] else f": {counts}")
+
+
+def _subplan(plan: RunPlan, group: list) -> RunPlan:
+    """The part of ``plan`` that one task needs (its inputs only)."""
+    keys = [r.key for b in group for r in b]
+    return RunPlan(
+        {k: plan.names[k] for k in keys},
+        {k: plan.claimed.get(k, False) for k in keys},
+        {k: plan.redoes.get(k, "") for k in keys},
+    )
 
 
 @flow(name="colorize-archive", task_runner=dask_runner(), log_prints=True)
@@ -34,8 +49,10 @@ def colorize_archive(
     input: str,
     output: str,
     model: str = "unet",
-    format: str = "jpg",
-    recolor: bool = False,
+    format: str = "auto",
+    treat_as: str = "auto",
+    saturation: float = 1.0,
+    retry_failed: bool = False,
     registry: str | None = None,
     batch_size: int = 8,
     device: str | None = None,
@@ -43,40 +60,50 @@ def colorize_archive(
     """Colorize every image of ``input`` (folder, ``s3://`` prefix, tar/zip or URL list) into
     ``output/images/``, write ``output/index/`` and ``output/contact_sheet.html``. ``model`` is
     ``NAME[@VERSION]`` from ``registry`` (a dataset root; default ``KOALA_DATA_ROOT``), or the
-    model shipped with Koala. Inputs already done with this model version are skipped."""
+    model shipped with Koala. Inputs already done with this model version are skipped; failures
+    for a transient reason (and all failures with ``retry_failed``) and changed inputs are
+    redone. A full or broken output ends the run Failed with one line; a rerun resumes."""
     log = get_run_logger()
     cfg = ColorizeConfig(
         registry=registry or get_settings().data_root,
         model=model,
         output=output,
         format=format,
-        recolor=recolor,
+        treat_as=treat_as,
+        saturation=saturation,
+        retry_failed=retry_failed,
         batch_size=batch_size,
         device=device,
     )
-    refs, names, card, done = prepare_run(input, cfg)
-    todo = batches(refs, batch_size, set(done["input_uri"]))
+    refs, plan, card, index = prepare_run(input, cfg)
     spec = f"{card['name']}@{card['version']}"
+    cfg = replace(cfg, model=spec)  # every worker uses this version, whatever is promoted
+    todo = plan_batches(refs, plan, index, card, cfg)
+    n_todo = sum(len(b) for b in todo)
     log.info(
-        "%d input(s) to colorize with %s (%d already done) -> %s",
-        sum(len(b) for b in todo),
+        "%d input(s) to colorize with %s (%d need no work) -> %s",
+        n_todo,
         spec,
-        len(done),
+        len(refs) - n_todo,
         output,
     )
     futures = [
-        colorize_task.submit(group, {r.key: names[r.key] for b in group for r in b}, cfg)
-        for group in group_batches(todo)
+        colorize_task.submit(group, _subplan(plan, group), cfg) for group in group_batches(todo)
     ]
-    list(track(futures, "colorize", _describe))
+    errors = [r["error"] for r in track(futures, "colorize", _describe) if r.get("error")]
+    if errors:
+        return Failed(message=f"{errors[0]}; the batches done are kept, rerun to resume")
+    compact_index(output)
     index = read_index(output)
     mine = index[(index["model"] == card["name"]) & (index["model_version"] == card["version"])]
+    mine = mine[mine["input_uri"].isin({r.uri for r in refs})]
     sheet = write_contact_sheet(output, mine, spec)
     counts = {str(k): int(v) for k, v in mine["status"].value_counts().items()}
     log.info("done: %s; contact sheet %s", counts, sheet)
     return {
         "model": spec,
         "inputs": len(mine),
+        "new": n_todo,
         "counts": counts,
         "index": f"{output.rstrip('/')}/index",
         "contact_sheet": sheet,

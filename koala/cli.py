@@ -158,17 +158,56 @@ def preprocess_cmd(
     )
 
 
+def _outcome(state):
+    """The result of a finished flow run; a failed run ends the command with its one line
+    (exit 2 for a KoalaError raised by the flow, 1 for a run that stopped, e.g. disk full)."""
+    if not state.is_failed():
+        return state.result()
+    try:
+        state.result()
+    except KoalaError:
+        raise
+    except Exception:
+        pass
+    _fail(state.message or "the run failed", code=1)
+
+
 @app.command("colorize")
 def colorize_cmd(
     input: Annotated[
         str, typer.Option(help="Folder, s3:// prefix, tar/zip or list file of image URIs.")
     ],
-    output: Annotated[str, typer.Option(help="Local folder or s3:// prefix for the results.")],
-    model: Annotated[str, typer.Option(help="NAME[@VERSION] from the registry.")] = "unet",
-    format: Annotated[str, typer.Option(help="jpg, png or tiff (16-bit scans stay 16-bit).")] = (
-        "jpg"
-    ),
-    recolor: Annotated[bool, typer.Option(help="Also colorize images that have colour.")] = False,
+    output: Annotated[
+        str,
+        typer.Option(help="Local folder or s3:// prefix for the results; never in the input."),
+    ],
+    model: Annotated[
+        str, typer.Option(help="NAME[@VERSION] from the registry (no version: the champion).")
+    ] = "unet",
+    format: Annotated[
+        str,
+        typer.Option(
+            help="auto (keep the input's format and bit depth: TIFF stays TIFF, 16-bit stays "
+            "16-bit), jpg, png or tiff."
+        ),
+    ] = "auto",
+    treat_as: Annotated[
+        str,
+        typer.Option(
+            help="auto: skip photographs that already have colour; monochrome: colorize every "
+            "input; colour: skip every colour-mode input."
+        ),
+    ] = "auto",
+    recolor: Annotated[
+        bool, typer.Option(help="Same as --treat-as monochrome.", hidden=True)
+    ] = False,
+    saturation: Annotated[
+        float, typer.Option(help="Colour strength: 1 as predicted, 0 gray, >1 more vivid.")
+    ] = 1.0,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(help="Also redo inputs that failed for a permanent reason (corrupt, ...)."),
+    ] = False,
     registry: Annotated[
         str | None, typer.Option(help="Dataset root whose models/ to use (KOALA_DATA_ROOT).")
     ] = None,
@@ -177,9 +216,11 @@ def colorize_cmd(
     scheduler: Annotated[str | None, typer.Option(help="Existing Dask scheduler.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
-    """Colorize a collection at full resolution: labelled outputs, a Parquet index and a
-    contact sheet; inputs already done with the same model version are skipped."""
+    """Colorize a collection at full resolution: labelled outputs that keep the input's
+    metadata, a Parquet index and a contact sheet. Inputs done with the same model version are
+    skipped; transient failures and changed inputs are redone."""
     _prepare_environment(scheduler)
+    treat_as = "monochrome" if recolor else treat_as
     try:
         from flows.colorize import colorize_archive
         from infra.runners import dask_runner
@@ -187,23 +228,26 @@ def colorize_cmd(
         from tasks.colorize import ColorizeConfig, prepare_run
 
         registry = registry or get_settings().data_root
-        prepare_run(input, ColorizeConfig(registry, model, output, format))  # fail fast
+        options = {"format": format, "treat_as": treat_as, "saturation": saturation}
+        prepare_run(input, ColorizeConfig(registry, model, output, **options))  # fail fast
         flow = colorize_archive.with_options(task_runner=dask_runner(scheduler, workers))
-        result = flow(
+        state = flow(
             input=input,
             output=output,
             model=model,
-            format=format,
-            recolor=recolor,
+            retry_failed=retry_failed,
             registry=registry,
             batch_size=batch_size,
             device=None if device == "auto" else device,
+            return_state=True,
+            **options,
         )
+        result = _outcome(state)
     except KoalaError as exc:
         _fail(str(exc))
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result["counts"].items()))
     typer.echo(
-        f"{result['inputs']} inputs with {result['model']}: {counts}\n"
+        f"{result['inputs']} inputs with {result['model']}: {counts} ({result['new']} new)\n"
         f"images: {result['images']}\nindex: {result['index']}\n"
         f"contact sheet: {result['contact_sheet']}"
     )

@@ -27,6 +27,9 @@ class KoalaSettings(BaseSettings):
     http_concurrency: int = Field(16, ge=1, description="Parallel downloads per ingest task.")
     http_timeout_s: float = Field(20.0, gt=0, description="Connect/read timeout per request.")
     http_retries: int = Field(3, ge=1, description="Attempts per URL for transient errors.")
+    http_deadline_s: float = Field(
+        60.0, gt=0, description="Most seconds for one whole download, all attempts together."
+    )
     max_download_mb: float = Field(50.0, gt=0, description="Size cap for one downloaded file.")
     max_input_mb: float = Field(
         1024.0, gt=0, description="Size cap for one file to colorize (archival scans are big)."

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,6 +129,45 @@ def makedirs(url: str) -> None:
     fs.makedirs(path, exist_ok=True)
 
 
+#: a temporary file of another host is stale once it is this old (its writer cannot be asked)
+FOREIGN_TEMPORARY_MAX_AGE_S = 3600.0
+_TEMPORARY = re.compile(r"^\..+\.tmp-(?P<host>[A-Za-z0-9_.]+)-(?P<pid>\d+)-[0-9a-f]+$")
+
+
+def _host() -> str:
+    """This machine's name as it appears in temporary file names (no ``-``)."""
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
+
+
+def temporary_name(name: str) -> str:
+    """``.{name}.tmp-{host}-{pid}-{random}``: the temporary file that becomes ``name``; the
+    writer's host and process id let a cleanup tell an in-flight file from an abandoned one."""
+    return f".{name}.tmp-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def is_abandoned_temporary(path: Path, max_age_s: float = FOREIGN_TEMPORARY_MAX_AGE_S) -> bool:
+    """Whether the temporary file ``path`` was left by a writer that is gone: a process of this
+    host that no longer runs, or (another host's, or of an unknown form) older than
+    ``max_age_s``."""
+    m = _TEMPORARY.match(path.name)
+    if m and m["host"] == _host():
+        return not _pid_alive(int(m["pid"]))
+    try:
+        return time.time() - path.stat().st_mtime > max_age_s
+    except FileNotFoundError:
+        return False
+
+
 @contextlib.contextmanager
 def atomic_open(url: str, mode: str = "wb") -> Iterator[IO]:
     """Open ``url`` for writing so that it appears whole or not at all.
@@ -138,7 +180,7 @@ def atomic_open(url: str, mode: str = "wb") -> Iterator[IO]:
     if is_local(url):
         target = Path(local_path(url))
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+        tmp = target.with_name(temporary_name(target.name))
         try:
             with open(tmp, mode) as f:
                 yield f
@@ -172,11 +214,14 @@ def remove(url: str, recursive: bool = False) -> None:
         fs.rm(path, recursive=recursive)
 
 
-def remove_stale_temporaries(url: str) -> int:
-    """Delete the temporary files that a killed writer left in a local directory."""
+def remove_stale_temporaries(url: str, max_age_s: float = FOREIGN_TEMPORARY_MAX_AGE_S) -> int:
+    """Delete the temporary files that killed writers left in a local directory; those of
+    writers still running (another run on the same output) are kept."""
     if not is_local(url) or not Path(local_path(url)).is_dir():
         return 0
-    stale = list(Path(local_path(url)).glob(".*.tmp-*"))
+    stale = [
+        p for p in Path(local_path(url)).glob(".*.tmp-*") if is_abandoned_temporary(p, max_age_s)
+    ]
     for p in stale:
         p.unlink(missing_ok=True)
     return len(stale)
@@ -191,3 +236,11 @@ def check_writable(url: str) -> None:
         remove(probe)
     except Exception as exc:
         raise StorageError(f"output {url!r} is not writable: {one_line(exc)}") from exc
+
+
+def move(src: str, dst: str) -> None:
+    """Move a file within one filesystem (creating the target's folder)."""
+    fs, path = get_fs(src)
+    _, target = get_fs(dst)
+    fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+    fs.mv(path, target)

@@ -23,7 +23,7 @@ from torch import nn
 
 import koala
 from koala import storage
-from koala.errors import KoalaError
+from koala.errors import KoalaError, one_line
 from models.autoencoder import Autoencoder, AutoencoderConfig
 from models.gan import GAN, GANConfig
 from models.koalarization import Koalarization, KoalarizationConfig
@@ -188,7 +188,22 @@ def resolve(root: str, spec: str) -> tuple[str, str]:
 
 
 def load_card(root: str, name: str, version: str) -> dict[str, Any]:
-    return json.loads(storage.read_bytes(storage.join(model_dir(root, name, version), "card.json")))
+    """The card of one registered version; a missing or broken card is a one-line error."""
+    uri = storage.join(model_dir(root, name, version), "card.json")
+    try:
+        card = json.loads(storage.read_bytes(uri))
+    except FileNotFoundError:
+        raise RegistryError(f"{name}@{version}: card.json is missing ({uri})") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"{name}@{version}: card.json is not valid JSON ({exc})") from None
+    missing = [k for k in _CARD_KEYS if not isinstance(card, dict) or k not in card]
+    if missing:
+        raise RegistryError(f"{name}@{version}: card.json lacks {', '.join(missing)} ({uri})")
+    return card
+
+
+#: what every card must say for the model to be loaded and labelled
+_CARD_KEYS = ("name", "version", "architecture", "config", "weights_sha256")
 
 
 def find_card(root: str, spec: str) -> dict[str, Any]:
@@ -210,8 +225,14 @@ def load_model(root: str, spec: str) -> tuple[nn.Module, dict[str, Any]]:
     blob = storage.read_bytes(storage.join(model_dir(root, name, version), "weights.safetensors"))
     if hashlib.sha256(blob).hexdigest() != card["weights_sha256"]:
         raise RegistryError(f"{name}@{version}: weights do not match the sha256 in its card")
-    model = build_model(card["architecture"], card["config"], **_no_download(card["architecture"]))
-    model.load_state_dict(load_safetensors(blob))
+    try:
+        model = build_model(
+            card["architecture"], card["config"], **_no_download(card["architecture"])
+        )
+        model.load_state_dict(load_safetensors(blob))
+    except Exception as exc:  # a bad header, wrong shapes or an unknown architecture
+        reason = one_line(exc)
+        raise RegistryError(f"{name}@{version}: cannot load its weights ({reason})") from None
     model.chroma_gain = float(card.get("chroma_gain", 1.0))  # see models/calibration.py
     return model.eval(), card
 

@@ -2,16 +2,19 @@
 model's working size, merge with each scan's own full-resolution L*, write labelled outputs and
 one index part file for the batch.
 
-The index is a Parquet dataset, ``DST/index/part-*.parquet``, one row per input and model
-version (:data:`INDEX_COLUMNS`). A part is written last, after the batch's outputs, so a crash
-loses at most the batch in flight; the flow skips inputs that have a row for the same model
-version, so a rerun never duplicates one.
+The index (:mod:`tasks.archive_index`) is a Parquet dataset, ``DST/index/part-*.parquet``, one
+row per input and model version. A part is written last, after the batch's outputs, so a crash
+loses at most the batch in flight; a rerun skips what is done, retries transient failures and
+supersedes the row of an input that changed. A full disk or another I/O error on the output ends
+the run with :class:`OutputError` (one line); its batch is redone on rerun.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import json
 import os
 import posixpath
 import time
@@ -22,7 +25,6 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import torch
 from PIL import Image
 
@@ -30,50 +32,44 @@ from koala import storage
 from koala.errors import KoalaError, one_line
 from koala.settings import get_settings
 from models.calibration import predict_ab
-from models.registry import find_card, load_model
+from models.registry import load_model
 from models.runtime import inference_mode, resolve_device, set_torch_threads
+from tasks.archive_index import (
+    INDEX_COLUMNS,
+    INDEX_DTYPES,
+    INDEX_SCHEMA,
+    RunPlan,
+    compact_index,
+    index_dir,
+    needs_work,
+    now,
+    plan_names,
+    read_index,
+)
 from tasks.colour import colorize_lightness, working_views
 from tasks.fetch import fetch, make_client
 from tasks.images import DEFAULT_LIMITS, ImageLimits, Rejected
-from tasks.outputs import FORMATS, encode_output
-from tasks.preprocess import cached_backbone
-from tasks.scans import HasColour, Scan, read_scan
-from tasks.sources import InputRef, enumerate_inputs
-
-INDEX_COLUMNS = [
-    "input_uri",
-    "input_sha256",
-    "output_uri",
-    "status",
-    "reason",
-    "width",
-    "height",
-    "input_mode",
-    "bit_depth",
-    "model",
-    "model_version",
-    "weights_sha256",
-    "seconds",
-    "note",
-    "key",
-    "ordinal",
-]
-INDEX_DTYPES = {
-    c: "Int64" if c in ("width", "height", "bit_depth") else "object" for c in INDEX_COLUMNS
-} | {"seconds": "float64", "ordinal": "int64"}
-INDEX_SCHEMA = pa.schema(
-    [
-        (
-            c,
-            pa.int64()
-            if t in ("Int64", "int64")
-            else pa.float64()
-            if t == "float64"
-            else pa.string(),
-        )
-        for c, t in INDEX_DTYPES.items()
-    ]
+from tasks.outputs import (
+    FORMATS,
+    encode_output,
+    output_dtype,
+    read_provenance,
+    resolve_format,
 )
+from tasks.preprocess import cached_backbone
+from tasks.scans import TREAT_AS, HasColour, Scan, read_scan
+from tasks.sources import (
+    OUTPUT_MARKER,
+    InputRef,
+    check_output_apart,
+    enumerate_inputs,
+    split_member_uri,
+)
+
+__all__ = ["INDEX_COLUMNS", "ColorizeConfig", "OutputError", "colorize_batch", "prepare_run"]
+#: OS errors on the output that end a run: retrying the next image cannot help
+FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
 #: thumbnails for the contact sheet are kept for the first inputs of the collection
 SHEET_INPUTS = 24
 THUMB = 320
@@ -86,8 +82,13 @@ class ColorizeConfig:
     registry: str
     model: str
     output: str
-    format: str = "jpg"
-    recolor: bool = False
+    format: str = "auto"
+    #: how colour-mode scans are judged: auto (by their pixels), colour or monochrome
+    treat_as: str = "auto"
+    #: colour strength of the results: 1 as the model predicts, 0 gray, above 1 more vivid
+    saturation: float = 1.0
+    #: also redo inputs that failed for a permanent reason (transient ones are always retried)
+    retry_failed: bool = False
     #: images per model forward
     batch_size: int = 8
     #: decoded megapixels held at once by a batch before it runs the model
@@ -96,6 +97,10 @@ class ColorizeConfig:
     #: inference precision: auto (float16 on CUDA, bfloat16 on CPUs that have it), fp32, bf16
     precision: str = "auto"
     limits: ImageLimits = DEFAULT_LIMITS
+
+
+class OutputError(KoalaError):
+    """The output cannot be written (disk full, read-only, I/O error): the run stops."""
 
 
 @lru_cache(maxsize=2)
@@ -114,20 +119,17 @@ def cached_colorizer(
     )
 
 
-def index_dir(output: str) -> str:
-    return storage.join(output, "index")
-
-
-def output_uri(cfg: ColorizeConfig, name: str) -> str:
+def output_uri(cfg: ColorizeConfig, name: str, ext: str | None = None) -> str:
     """Where the colorized image of an input named ``name`` (relative, no suffix) goes."""
-    return storage.join(cfg.output, "images", name + FORMATS[cfg.format])
+    return storage.join(cfg.output, "images", name + (ext or FORMATS[cfg.format]))
 
 
-def part_uri(output: str, version: str, refs: list[InputRef]) -> str:
-    """The index part of a batch: named by the model version and the batch's inputs."""
+def part_uri(output: str, version: str, refs: list[InputRef], redoes: dict[str, str]) -> str:
+    """The index part of a batch: named by the model version, the batch's inputs and the rows
+    they supersede (so a retry never takes the name of the part it supersedes)."""
     h = hashlib.sha256(version.encode())
     for ref in refs:
-        h.update(ref.key.encode())
+        h.update(f"{ref.key}|{redoes.get(ref.key, '')}".encode())
     return storage.join(
         index_dir(output), f"part-{refs[0].ordinal:08d}-{h.hexdigest()[:12]}.parquet"
     )
@@ -137,8 +139,8 @@ def relative_name(ref: InputRef) -> str:
     """An input's path inside its collection, without suffix: the member of an archive, the
     path below a folder or prefix, or host/path of a URL."""
     uri, proto = ref.uri, ref.uri.split("://", 1)[0] if "://" in ref.uri else "file"
-    if proto in ("tar", "zip") and "::" in uri:
-        rel = uri.split("://", 1)[1].split("::", 1)[0]
+    if member := split_member_uri(uri):
+        rel = member[1]  # unsafe parts ("..", "/") are dropped below
     elif proto in ("http", "https"):
         parts = urlsplit(uri)
         rel = parts.netloc + parts.path
@@ -179,9 +181,15 @@ def thumb_uris(output: str, key: str) -> tuple[str, str]:
 
 
 def _predict(
-    model: torch.nn.Module, backbone, scans: list[Scan], device: torch.device, precision: str
+    model: torch.nn.Module,
+    backbone,
+    scans: list[Scan],
+    device: torch.device,
+    precision: str,
+    saturation: float = 1.0,
 ) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
-    """a*b* (2, S, S) on the padded working view of each scan, and the box of the image."""
+    """a*b* (2, S, S) on the padded working view of each scan, times ``saturation`` (the colour
+    strength the archivist asked for), and the box of the image."""
     views = [working_views(s.view) for s in scans]
     light = torch.from_numpy(np.stack([v["l"] for v in views])[:, None].astype(np.float32) / 255)
     channels_last = torch.channels_last
@@ -192,112 +200,135 @@ def _predict(
             embedding, _ = backbone(gray.to(device).contiguous(memory_format=channels_last))
         light = light.to(device).contiguous(memory_format=channels_last)
         ab = predict_ab(model, light, embedding).float().cpu().numpy()
+    if saturation != 1.0:
+        ab *= saturation
     return [(ab[i], v["box200"]) for i, v in enumerate(views)]
 
 
-def colorize_batch(refs: list[InputRef], names: dict[str, str], cfg: ColorizeConfig) -> dict:
-    """Colorize ``refs`` (``names``: key -> relative output name); write outputs, thumbnails for
-    the contact sheet and the batch's index part. Bad inputs become ``failed`` rows."""
+def _new_row(ref: InputRef, card: dict, cfg: ColorizeConfig, plan: RunPlan) -> dict:
+    return {
+        "input_uri": ref.uri,
+        "key": ref.key,
+        "ordinal": ref.ordinal,
+        "model": card["name"],
+        "model_version": card["version"],
+        "weights_sha256": card["weights_sha256"],
+        "output_uri": None,
+        "reason": None,
+        "note": None,
+        "treated_as": cfg.treat_as,
+        "input_stamp": ref.stamp,
+        "_name": plan.names[ref.key],
+        "_claimed": plan.claimed.get(ref.key, False),
+    }
+
+
+def _read_input(row: dict, ref: InputRef, client, cfg: ColorizeConfig) -> Scan | None:
+    """Fetch and decode one input into ``row``; None (with the row's status) when it is not
+    colorized: a failure of any kind, or a colour photograph."""
+    s = get_settings()
+    try:
+        data = fetch(ref.uri, client, int(s.max_input_mb * 1024 * 1024), s.http_retries)
+        row["input_sha256"] = hashlib.sha256(data).hexdigest()
+        scan = read_scan(data, cfg.treat_as, cfg.limits)
+    except Rejected as rej:
+        row.update(status="failed", reason=f"{rej.reason}: {rej.detail}")
+        return None
+    except HasColour as col:
+        row.update(status="skipped_color", reason=f"has colour: {col}", bit_depth=8)
+        row.update(width=col.width, height=col.height, input_mode=col.mode)
+        row.update(colour_score=col.evidence.score, colour_evidence=col.evidence.detail)
+        return None
+    except Exception as exc:  # never let one input crash the batch
+        row.update(status="failed", reason=f"error: {one_line(exc)}")
+        return None
+    row.update(width=scan.width, height=scan.height, input_mode=scan.input_mode)
+    row.update(bit_depth=scan.bit_depth, note=scan.note or None)
+    if scan.colour is not None:
+        row.update(colour_score=scan.colour.score, colour_evidence=scan.colour.detail)
+    return scan
+
+
+def _fatal(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in FATAL_ERRNOS
+
+
+def _merge_and_write(pending: list, model, backbone, card: dict, cfg: ColorizeConfig) -> None:
+    """Predict a*b* for the pending scans in one forward, then merge and write each; a model
+    failure fails these rows; an output that cannot be written ends the run."""
+    t0 = time.perf_counter()
+    try:
+        device = resolve_device(cfg.device)
+        scans = [s for _, s, _ in pending]
+        predictions = _predict(model, backbone, scans, device, cfg.precision, cfg.saturation)
+    except Exception as exc:  # a model failure fails these rows, not the run
+        for row, _, spent in pending:
+            row.update(status="failed", reason=f"model_error: {one_line(exc)}", seconds=spent)
+        return
+    share = (time.perf_counter() - t0) / len(pending)
+    for (row, scan, spent), (ab, box) in zip(pending, predictions, strict=True):
+        t1 = time.perf_counter()
+        try:
+            _write_output(row, scan, ab, box, cfg, card)
+        except Exception as exc:
+            if _fatal(exc):
+                raise OutputError(f"output {cfg.output!r}: {exc.strerror or exc}") from None
+            row.update(status="failed", reason=f"write_failed: {one_line(exc)}")
+        row["colorized_at"] = now()
+        row["seconds"] = spent + share + time.perf_counter() - t1
+
+
+def colorize_batch(refs: list[InputRef], plan: RunPlan, cfg: ColorizeConfig) -> dict:
+    """Colorize ``refs`` (names and superseded rows from ``plan``); write outputs, thumbnails
+    for the contact sheet and the batch's index part. Bad inputs become ``failed`` rows; a full
+    or broken output raises :class:`OutputError` before the part is written."""
     set_torch_threads()
-    device = resolve_device(cfg.device)
-    model, backbone, card = cached_colorizer(cfg.registry, cfg.model, str(device))
-    version = card["version"]
-    part = part_uri(cfg.output, version, refs)
+    device = str(resolve_device(cfg.device))
+    model, backbone, card = cached_colorizer(cfg.registry, cfg.model, device)
+    part = part_uri(cfg.output, card["version"], refs, plan.redoes)
     if storage.exists(part):
         return {"part": part, "rows": len(refs), "skipped": True, "counts": {}}
-    s = get_settings()
-    max_bytes = int(s.max_input_mb * 1024 * 1024)
     rows: list[dict] = []
     pending: list[tuple[dict, Scan, float]] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        t0 = time.perf_counter()
-        try:
-            predictions = _predict(
-                model, backbone, [scan for _, scan, _ in pending], device, cfg.precision
-            )
-        except Exception as exc:  # a model failure fails these rows, not the run
-            for row, _, spent in pending:
-                row.update(status="failed", reason=f"model_error: {one_line(exc)}", seconds=spent)
-            pending.clear()
-            return
-        share = (time.perf_counter() - t0) / len(pending)
-        for (row, scan, spent), (ab, box) in zip(pending, predictions, strict=True):
-            t1 = time.perf_counter()
-            try:
-                _write_output(row, scan, ab, box, cfg, card)
-            except Exception as exc:
-                row.update(status="failed", reason=f"write_failed: {one_line(exc)}")
-            row["seconds"] = spent + share + time.perf_counter() - t1
-        pending.clear()
-
+    held = 0.0
     with make_client() as client:
-        held = 0.0
         for ref in refs:
             t0 = time.perf_counter()
-            row = {
-                "input_uri": ref.uri,
-                "key": ref.key,
-                "ordinal": ref.ordinal,
-                "model": card["name"],
-                "model_version": version,
-                "weights_sha256": card["weights_sha256"],
-                "output_uri": None,
-                "reason": None,
-                "note": None,
-                "_name": names[ref.key],
-            }
-            rows.append(row)
-            try:
-                data = fetch(ref.uri, client, max_bytes, s.http_retries)
-                row["input_sha256"] = hashlib.sha256(data).hexdigest()
-                scan = read_scan(data, cfg.recolor, cfg.limits)
-                del data
-            except Rejected as rej:
-                row.update(status="failed", reason=f"{rej.reason}: {rej.detail}")
-            except HasColour as col:
-                row.update(
-                    status="skipped_color",
-                    reason=f"has colour: {col}",
-                    width=col.width,
-                    height=col.height,
-                    input_mode=col.mode,
-                    bit_depth=8,
-                )
-            except Exception as exc:  # never let one input crash the batch
-                row.update(status="failed", reason=f"error: {one_line(exc)}")
-            else:
-                row.update(
-                    width=scan.width,
-                    height=scan.height,
-                    input_mode=scan.input_mode,
-                    bit_depth=scan.bit_depth,
-                    note=scan.note or None,
-                )
-                pending.append((row, scan, time.perf_counter() - t0))
-                held += scan.width * scan.height / 1e6
-                if len(pending) >= cfg.batch_size or held >= cfg.max_batch_megapixels:
-                    flush()
-                    held = 0.0
+            rows.append(row := _new_row(ref, card, cfg, plan))
+            scan = _read_input(row, ref, client, cfg)
+            if scan is None:
+                row.update(seconds=time.perf_counter() - t0, colorized_at=now())
                 continue
-            row["seconds"] = time.perf_counter() - t0
-        flush()
-    frame = pd.DataFrame(rows).drop(columns="_name").reindex(columns=INDEX_COLUMNS)
-    storage.write_parquet(part, frame.astype(INDEX_DTYPES), INDEX_SCHEMA)
+            pending.append((row, scan, time.perf_counter() - t0))
+            held += scan.width * scan.height / 1e6
+            if len(pending) >= cfg.batch_size or held >= cfg.max_batch_megapixels:
+                _merge_and_write(pending, model, backbone, card, cfg)
+                pending, held = [], 0.0
+        if pending:
+            _merge_and_write(pending, model, backbone, card, cfg)
+    frame = pd.DataFrame(rows).drop(columns=["_name", "_claimed"]).reindex(columns=INDEX_COLUMNS)
+    try:
+        storage.write_parquet(part, frame.astype(INDEX_DTYPES), INDEX_SCHEMA)
+    except OSError as exc:
+        if _fatal(exc):
+            raise OutputError(f"output {cfg.output!r}: {exc.strerror or exc}") from None
+        raise
     counts = frame["status"].value_counts().to_dict()
     return {"part": part, "rows": len(frame), "skipped": False, "counts": counts}
 
 
-def colorize_blocks(
-    blocks: list[list[InputRef]], names: dict[str, str], cfg: ColorizeConfig
-) -> dict:
+def colorize_blocks(blocks: list[list[InputRef]], plan: RunPlan, cfg: ColorizeConfig) -> dict:
     """:func:`colorize_batch` on consecutive batches in one task (fewer, longer tasks cost
-    less orchestration); each batch still writes its own index part."""
-    out = {"rows": 0, "skipped": True, "counts": Counter()}
+    less orchestration); each batch still writes its own index part. A run-ending
+    :class:`OutputError` is returned as ``error`` (not raised), so the flow can end with that
+    one line rather than a worker's traceback."""
+    out = {"rows": 0, "skipped": True, "counts": Counter(), "error": None}
     for refs in blocks:
-        result = colorize_batch(refs, {r.key: names[r.key] for r in refs}, cfg)
+        try:
+            result = colorize_batch(refs, plan, cfg)
+        except OutputError as exc:
+            out["error"] = str(exc)
+            break
         out["rows"] += result["rows"]
         out["skipped"] &= result["skipped"]
         out["counts"].update(result["counts"])
@@ -314,11 +345,21 @@ def group_batches(batches: list[list[InputRef]], most: int = 4, tasks: int = 8) 
 def _write_output(
     row: dict, scan: Scan, ab: np.ndarray, box: tuple[int, int, int, int], cfg, card: dict
 ) -> None:
-    """Merge, encode and atomically write one output (and its thumbnails when sampled)."""
-    depth = np.uint16 if cfg.format == "tiff" and scan.bit_depth == 16 else np.uint8
-    rgb = colorize_lightness(scan.lightness, ab, box, depth)
-    data = encode_output(rgb, cfg.format, card["name"], card["version"], row["input_sha256"])
-    uri = output_uri(cfg, row["_name"])
+    """Merge, encode and atomically write one output (and its thumbnails when sampled): in the
+    format :func:`resolve_format` chooses, 16-bit where the scan and the format are, with the
+    input's metadata (``scan.metadata``) and the Koala label."""
+    fmt = resolve_format(cfg.format, scan)
+    rgb = colorize_lightness(scan.lightness, ab, box, output_dtype(fmt, scan.bit_depth))
+    data = encode_output(
+        rgb,
+        fmt,
+        card["name"],
+        card["version"],
+        row["input_sha256"],
+        source=scan.metadata,
+        source_uri=row["input_uri"],
+    )
+    uri = _free_uri(output_uri(cfg, row["_name"], FORMATS[fmt]), row, card)
     storage.atomic_write_bytes(uri, data)
     if row["ordinal"] < SHEET_INPUTS:
         before, after = thumb_uris(cfg.output, row["key"])
@@ -327,41 +368,85 @@ def _write_output(
     row.update(status="ok", output_uri=uri)
 
 
-def read_index(output: str) -> pd.DataFrame:
-    """All rows written so far (empty with :data:`INDEX_COLUMNS` when none)."""
-    parts = (
-        storage.list_files(index_dir(output), "*.parquet")
-        if storage.exists(index_dir(output))
-        else []
-    )
-    if not parts:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in INDEX_DTYPES.items()})
-    return storage.read_parquet(index_dir(output))
+def _free_uri(uri: str, row: dict, card: dict) -> str:
+    """``uri``, or a distinct name beside it when a file is already there that the index does
+    not give to this input and that is not this input's own output (a run killed before its
+    index part, say): a file of another input or model version is never overwritten."""
+    if row.get("_claimed") or not storage.exists(uri):
+        return uri
+    made = read_provenance(storage.read_bytes(uri))
+    if (made.get("sourceUri"), made.get("modelVersion")) == (row["input_uri"], card["version"]):
+        return uri
+    stem, ext = posixpath.splitext(uri)
+    salt = hashlib.sha256(f"{row['input_uri']}|{card['version']}".encode()).hexdigest()[:8]
+    return _free_uri(f"{stem}-{salt}{ext}", row, card)
+
+
+def _check_inputs_apart(refs: list[InputRef], output: str) -> None:
+    """No input may lie inside the output (a URL list can name any path): its output could
+    land on it."""
+    root = storage.join(os.path.abspath(output) if storage.is_local(output) else output, "")
+    for ref in refs:
+        uri = os.path.abspath(ref.uri) if storage.is_local(ref.uri) else ref.uri
+        if uri.startswith(root):
+            raise KoalaError(f"input {ref.uri!r} lies inside the output {output!r}: refused")
+
+
+def write_marker(output: str) -> None:
+    """Mark ``output`` as a Koala output, so that no later run reads it as input."""
+    info = {"kind": "colorize-archive", "created_at": now()}
+    marker = storage.join(output, OUTPUT_MARKER)
+    if not storage.exists(marker):
+        storage.atomic_write_bytes(marker, json.dumps(info).encode())
 
 
 def prepare_run(
     source: str, cfg: ColorizeConfig
-) -> tuple[list[InputRef], dict[str, str], dict, pd.DataFrame]:
-    """Check everything before any work and fail with one line naming the problem: the format,
-    the model (known, loadable), the output (writable) and the input (exists, not empty).
-    Returns every input, their output names, the model's card and the rows already written
-    for this model version."""
-    if cfg.format not in FORMATS:
-        raise KoalaError(f"unknown format {cfg.format!r}; choose from {sorted(FORMATS)}")
-    card = find_card(cfg.registry, cfg.model)
+) -> tuple[list[InputRef], RunPlan, dict, pd.DataFrame]:
+    """Check everything before any work and fail with one line naming the problem: the options,
+    the model (loaded once: a broken registry entry fails here, not on a worker), the output
+    (writable, apart from the input) and the input (exists, not empty). Returns every input,
+    the run's plan, the model's card and the index so far (newest row per input and version)."""
+    if cfg.format not in ("auto", *FORMATS):
+        raise KoalaError(f"unknown format {cfg.format!r}; choose from auto, {', '.join(FORMATS)}")
+    if cfg.treat_as not in TREAT_AS:
+        raise KoalaError(f"unknown --treat-as {cfg.treat_as!r}; choose from {', '.join(TREAT_AS)}")
+    if not 0.0 <= cfg.saturation <= 4.0:
+        raise KoalaError(f"--saturation {cfg.saturation} is outside 0..4")
+    check_output_apart([source], cfg.output)
+    _, card = load_model(cfg.registry, cfg.model)
     storage.check_writable(cfg.output)
+    write_marker(cfg.output)
     storage.remove_stale_temporaries(cfg.output)
     refs = enumerate_inputs([source], storage.join(cfg.output, "_staging"))
+    _check_inputs_apart(refs, cfg.output)
+    compact_index(cfg.output)  # finish a compaction that a killed run left half done
     index = read_index(cfg.output)
-    mine = index[(index["model"] == card["name"]) & (index["model_version"] == card["version"])]
-    return refs, output_names(refs), card, mine
+    images = storage.join(cfg.output, "images")
+    names, claimed = plan_names(
+        refs, output_names(refs), index, images, card["name"], card["version"]
+    )
+    return refs, RunPlan(names, claimed), card, index
 
 
-def batches(refs: list[InputRef], size: int, done: set[str]) -> list[list[InputRef]]:
-    """Fixed blocks of ``size`` inputs in collection order, less the inputs already done.
+def plan_batches(
+    refs: list[InputRef], plan: RunPlan, index: pd.DataFrame, card: dict, cfg: ColorizeConfig
+) -> list[list[InputRef]]:
+    """Fixed blocks of ``cfg.batch_size`` inputs in collection order, less the inputs that need
+    no work (:func:`tasks.archive_index.needs_work`); records in ``plan`` which row each
+    redone input supersedes.
 
     Blocks do not depend on what is done, so a batch redone after a crash has the same part
     name as the one a lingering worker of the killed run may still write: one replaces the
     other and no row is duplicated."""
+    mine = index[(index["model"] == card["name"]) & (index["model_version"] == card["version"])]
+    latest = {row["input_uri"]: row for _, row in mine.iterrows()}
+    todo = set()
+    for ref in refs:
+        row = latest.get(ref.uri)
+        if needs_work(row, ref.stamp, cfg.retry_failed, cfg.treat_as):
+            todo.add(ref.key)
+            plan.redoes[ref.key] = "" if row is None else str(row["colorized_at"] or "")
+    size = cfg.batch_size
     blocks = [refs[i : i + size] for i in range(0, len(refs), size)]
-    return [todo for b in blocks if (todo := [r for r in b if r.uri not in done])]
+    return [kept for b in blocks if (kept := [r for r in b if r.key in todo])]

@@ -22,6 +22,7 @@ from typing import TypeVar
 import pandas as pd
 
 from koala import storage
+from koala.errors import one_line
 from koala.settings import get_settings
 from tasks.fetch import fetch, make_client
 from tasks.images import (
@@ -148,6 +149,9 @@ def process_input(
         ).encode()
     except Rejected as rej:
         rec.update(status="rejected", reason=rej.reason, detail=rej.detail)
+        jpg = meta = None
+    except Exception as exc:  # a bad input is a row, never a crashed run
+        rec.update(status="rejected", reason="unexpected_error", detail=one_line(exc))
         jpg = meta = None
     rec["seconds"] = time.perf_counter() - t0
     return rec, jpg, meta

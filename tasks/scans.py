@@ -4,31 +4,45 @@
 multi-page file, noted), JPEG, PNG, WebP; EXIF orientation applied. Gray scans keep their full
 precision: L* comes from a lookup table over every 8- or 16-bit level. Colour-mode scans are
 tested with the same monochrome test as ``build-dataset``: sepia-toned or yellowed ones are
-colorized from their luminance; ones with real colour are skipped unless ``recolor``.
+colorized from their luminance; ones with real colour are skipped unless ``treat_as`` says
+``monochrome``.
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from skimage.color import rgb2lab
 
 from tasks.colour import gray_lightness_table, rgb_to_lab
-from tasks.images import DEFAULT_LIMITS, ImageLimits, colour_fraction, open_image, to_rgb
+from tasks.images import (
+    DEFAULT_LIMITS,
+    ColourEvidence,
+    ImageLimits,
+    OpenedImage,
+    colour_evidence,
+    open_image,
+    to_rgb,
+)
+from tasks.outputs import SourceMetadata, read_metadata
 
 GRAY_8 = frozenset({"1", "L", "LA", "La"})
 GRAY_16 = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+#: how a colour-mode scan is judged: by its pixels, or as the archivist says
+TREAT_AS = ("auto", "colour", "monochrome")
 #: rows converted at a time, so that no full-size float temporaries are made
 STRIP_ROWS = 256
 
 
 class HasColour(Exception):
-    """The scan already carries real colour (``skipped_color`` unless recolorizing)."""
+    """The scan already carries real colour (``skipped_color`` unless treated as monochrome)."""
 
-    def __init__(self, fraction: float, width: int, height: int, mode: str):
-        super().__init__(f"{fraction:.2%} of pixels carry colour beyond a single tint")
-        self.fraction = fraction
+    def __init__(self, evidence: ColourEvidence, width: int, height: int, mode: str):
+        super().__init__(evidence.detail)
+        self.evidence = evidence
         self.width, self.height, self.mode = width, height, mode
 
 
@@ -42,6 +56,10 @@ class Scan:
     input_mode: str
     bit_depth: int
     note: str = ""
+    #: the colour decision for colour-mode scans (None for gray-mode ones)
+    colour: ColourEvidence | None = None
+    #: the input's catalogue metadata (EXIF, IPTC, XMP, ICC, resolution) for its output
+    metadata: SourceMetadata | None = None
 
     @property
     def width(self) -> int:
@@ -69,9 +87,87 @@ def _rgb_lightness(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
-def read_scan(data: bytes, recolor: bool = False, limits: ImageLimits = DEFAULT_LIMITS) -> Scan:
+def judge_colour(
+    rgb: Image.Image, treat_as: str, limits: ImageLimits, mode: str
+) -> ColourEvidence:
+    """The colour evidence of an 8-bit RGB view; raise :class:`HasColour` when it is a colour
+    photograph and ``treat_as`` is ``auto``, or ``treat_as`` is ``colour``."""
+    evidence = colour_evidence(rgb, limits)
+    if treat_as == "colour" or (treat_as == "auto" and evidence.is_colour):
+        raise HasColour(evidence, rgb.width, rgb.height, mode)
+    return evidence
+
+
+def _rawmode(data: bytes) -> str:
+    """Pillow's raw mode of the first tile (e.g. ``RGB;16B``), from the header alone."""
+    try:
+        tiles = Image.open(io.BytesIO(data)).tile
+    except Exception:
+        return ""
+    args = tiles[0].args if tiles else ""
+    return args if isinstance(args, str) else str(args[0]) if args else ""
+
+
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """``arr`` (H, W, C) turned upright as EXIF ``orientation`` says (as exif_transpose)."""
+    return {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+        8: lambda a: np.rot90(a, 1),
+    }.get(orientation, lambda a: a)(arr)
+
+
+def read_rgb16(data: bytes, fmt: str, orientation: int = 1) -> np.ndarray | None:
+    """The upright (H, W, 3 or 4) uint16 samples of a 16-bit RGB(A) TIFF (tifffile, first page)
+    or PNG (OpenCV); None for any other image (Pillow reads those at full precision)."""
+    if fmt not in ("TIFF", "PNG") or ";16" not in _rawmode(data):
+        return None
+    if fmt == "TIFF":
+        import tifffile
+
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page = tif.pages[0]
+            arr = page.asarray()
+            if page.axes.startswith("S"):  # planar: one plane per sample
+                arr = np.moveaxis(arr, 0, -1)
+    else:
+        import cv2
+
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if arr is None or arr.ndim != 3:
+            return None
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA if arr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    if arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        return None
+    return _orient(arr, orientation)
+
+
+def _rgb16_lightness(rgb16: np.ndarray) -> tuple[np.ndarray, Image.Image]:
+    """L* from the 16-bit samples (alpha over white) and the 8-bit RGB view, a strip at a
+    time, so that no full-size float temporaries are made."""
+    h, w = rgb16.shape[:2]
+    lightness = np.empty((h, w), dtype=np.float32)
+    view = np.empty((h, w, 3), dtype=np.uint8)
+    for y in range(0, h, STRIP_ROWS):
+        strip = rgb16[y : y + STRIP_ROWS].astype(np.float32) / np.float32(65535.0)
+        rgb = strip[..., :3]
+        if strip.shape[2] == 4:
+            alpha = strip[..., 3:]
+            rgb = rgb * alpha + (np.float32(1.0) - alpha)
+        lightness[y : y + STRIP_ROWS] = rgb2lab(rgb)[..., 0]
+        view[y : y + STRIP_ROWS] = (rgb * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
+    return lightness, Image.fromarray(view)
+
+
+def read_scan(
+    data: bytes, treat_as: str = "auto", limits: ImageLimits = DEFAULT_LIMITS
+) -> Scan:
     """Decode ``data`` into a :class:`Scan`; raise :class:`Rejected` for unusable input and
-    :class:`HasColour` for a colour photograph when ``recolor`` is off."""
+    :class:`HasColour` for a colour photograph (see :func:`judge_colour`)."""
     opened = open_image(data, limits)
     img, mode = opened.image, opened.mode
     note = f"multi-page {opened.format} ({opened.frames} pages): first page colorized"
@@ -79,15 +175,37 @@ def read_scan(data: bytes, recolor: bool = False, limits: ImageLimits = DEFAULT_
     if img.mode in GRAY_8:
         gray = (to_rgb(img) if img.mode in ("LA", "La") else img).convert("L")  # alpha over white
         lightness = gray_lightness_table(256)[np.asarray(gray)]
-        return Scan(lightness, gray, opened.format, mode, 1 if mode == "1" else 8, note)
-    if img.mode in GRAY_16:
+        scan = Scan(lightness, gray, opened.format, mode, 1 if mode == "1" else 8, note)
+    elif img.mode in GRAY_16:
         levels = _gray16(img)
         lightness = gray_lightness_table(65536)[levels]
         view = Image.fromarray((levels >> 8).astype(np.uint8))
-        return Scan(lightness, view, opened.format, mode, 16, note)
-    rgb = to_rgb(img)  # palette, CMYK, alpha over white, ...
-    del img
-    fraction = colour_fraction(rgb, limits)
-    if fraction >= limits.min_colour_fraction and not recolor:  # else sepia, toned, yellowed
-        raise HasColour(fraction, rgb.width, rgb.height, mode)
-    return Scan(_rgb_lightness(np.asarray(rgb)), rgb, opened.format, mode, 8, note)
+        scan = Scan(lightness, view, opened.format, mode, 16, note)
+    else:
+        scan = _colour_scan(data, opened, treat_as, limits, note)
+    scan.metadata = read_metadata(data)
+    if scan.metadata.error:
+        scan.note = "; ".join(n for n in (scan.note, scan.metadata.error) if n)
+    return scan
+
+
+def _colour_scan(
+    data: bytes, opened: OpenedImage, treat_as: str, limits: ImageLimits, note: str
+) -> Scan:
+    """A colour-mode scan: 16-bit RGB(A) TIFF and PNG at full precision, others via 8-bit RGB;
+    judged by :func:`judge_colour` on its 8-bit view."""
+    mode = opened.mode
+    try:
+        rgb16 = read_rgb16(data, opened.format, opened.orientation)
+    except Exception as exc:  # a codec tifffile or OpenCV lacks: Pillow's 8-bit reading
+        rgb16, note = None, "; ".join(n for n in (note, f"read as 8-bit ({exc})") if n)
+    if rgb16 is not None and rgb16.shape[:2] == (opened.image.height, opened.image.width):
+        opened.image = None  # type: ignore[assignment]  # the 8-bit decode is not needed
+        lightness, view = _rgb16_lightness(rgb16)
+        del rgb16
+        evidence = judge_colour(view, treat_as, limits, mode)  # else sepia, toned, yellowed
+        return Scan(lightness, view, opened.format, f"{mode};16", 16, note, evidence)
+    rgb = to_rgb(opened.image)  # palette, CMYK, alpha over white, ...
+    opened.image = None  # type: ignore[assignment]
+    evidence = judge_colour(rgb, treat_as, limits, mode)  # else sepia, toned, yellowed
+    return Scan(_rgb_lightness(np.asarray(rgb)), rgb, opened.format, mode, 8, note, evidence)

@@ -18,6 +18,7 @@ import webdataset as wds
 
 from koala import storage
 from tasks.ingest import RECORD_COLUMNS
+from tasks.sources import split_member_uri
 
 SPLITS = ("train", "val", "test")
 #: fixed tar member mtime, so that the same samples give byte-identical shards
@@ -64,7 +65,9 @@ def split_of(content_hash: str, ratios: dict[str, float]) -> str:
 
 def folder_split(uri: str) -> str | None:
     """The split named by the nearest ``train``/``val``/``test`` folder above the file, if any."""
-    parts = [p for piece in reversed(uri.split("::")) for p in piece.split("/")]
+    member = split_member_uri(uri)  # an archive member: the archive's path, then the member's
+    pieces = [member[2], member[1]] if member else [uri]  # a local name may hold '::'
+    parts = [p for piece in pieces for p in piece.split("/")]
     for part in reversed(parts[:-1]):
         if part.lower() in FOLDER_SPLITS:
             return FOLDER_SPLITS[part.lower()]

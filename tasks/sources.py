@@ -22,10 +22,12 @@ import os
 import posixpath
 from collections import Counter
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from urllib.parse import parse_qs
 
 import fsspec
 import pandas as pd
+from fsspec.implementations.local import LocalFileSystem
 
 from koala import storage
 from koala.errors import KoalaError, one_line
@@ -35,6 +37,10 @@ ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 LIST_SUFFIXES = (".txt", ".csv", ".parquet")
 PRESETS = ("imagenet", "flickr8k", "flickr30k")
 FETCHABLE_SCHEMES = ("http", "https")
+ARCHIVE_SCHEMES = ("tar", "zip")
+#: a file that every Koala run writes at the root of its output folder; listing a folder never
+#: descends into a directory that holds it, so Koala's own outputs are never read as input
+OUTPUT_MARKER = ".koala-output"
 
 
 class SourceError(KoalaError):
@@ -52,6 +58,9 @@ class InputRef:
     caption: str | None = None
     captions: tuple[str, ...] = ()
     label: str | None = None
+    #: what the listing says about the input's version (size and mtime, or an ETag); an input
+    #: whose stamp changed since its index row is read again (None: unknown, e.g. URL lists)
+    stamp: str | None = None
 
     def to_dict(self) -> dict:
         """Plain-data form (lists, not tuples) for JSON and Parquet."""
@@ -79,37 +88,81 @@ def check_scheme(uri: str, what: str) -> None:
         ) from None
 
 
+def split_member_uri(uri: str) -> tuple[str, str, str] | None:
+    """``(protocol, member, archive)`` of an archive member URI ``tar://MEMBER::ARCHIVE`` (split
+    at the last ``::``, so a member name may hold ``::``); None for any other URI."""
+    s = scheme(uri)
+    if s not in ARCHIVE_SCHEMES or "::" not in uri:
+        return None
+    member, _, archive = uri[len(s) + 3 :].rpartition("::")
+    return s, member, archive
+
+
 def has_image_suffix(path: str) -> bool:
-    """Whether ``path`` (for a chained URL, its archive member) has an image extension."""
-    return posixpath.splitext(path.split("::")[0].lower())[1] in IMAGE_EXTENSIONS
+    """Whether ``path`` (for an archive member URI, the member) has an image extension."""
+    parts = split_member_uri(path)
+    name = parts[1] if parts else path
+    return posixpath.splitext(name.lower())[1] in IMAGE_EXTENSIONS
 
 
 def _is_hidden(path: str) -> bool:
-    return any(part.startswith(".") for part in path.split("/") if part)
+    """A dot-file or a file in a dot-folder (``.`` and ``..`` are path steps, not hidden)."""
+    return any(p.startswith(".") and p not in (".", "..") for p in path.split("/") if p)
 
 
 def _entries(uri: str, source: str, **extra) -> dict:
     return {"uri": uri, "source": source, **extra}
 
 
+def _fs_of(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and path of ``url``; a local path is taken as it is (a name holding
+    ``::`` is a file name, not a chained URL)."""
+    if storage.is_local(url):
+        return LocalFileSystem(), os.path.abspath(storage.local_path(url))
+    return storage.get_fs(url)
+
+
+def _stamp(info: dict) -> str | None:
+    """``size:version`` of a listed file (the ETag on object stores, else the mtime)."""
+    if "date_time" in info:  # a zip member: its timestamp and CRC
+        version = "-".join(str(v) for v in info["date_time"]) + f":{info.get('CRC', 0):08x}"
+    else:
+        keys = ("ETag", "etag", "mtime", "LastModified")
+        version = next((info[k] for k in keys if info.get(k) is not None), None)
+    if info.get("size") is None and version is None:
+        return None
+    return f"{info.get('size')}:{str(version).strip(chr(34))}"
+
+
+def _under(path: str, folders: list[str]) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in folders)
+
+
 def _list_tree(url: str, source: str) -> list[dict]:
-    """All non-hidden files below a local folder or an fsspec prefix."""
-    fs, root = storage.get_fs(url)
-    files = sorted(fs.find(root))
+    """All non-hidden files below a local folder or an fsspec prefix, skipping every folder that
+    holds a Koala output (:data:`OUTPUT_MARKER`)."""
+    fs, root = _fs_of(url)
+    found = fs.find(root, detail=True)
     root_clean = root.rstrip("/")
+    outputs = [posixpath.dirname(f) for f in found if posixpath.basename(f) == OUTPUT_MARKER]
+    if root_clean in outputs:
+        raise SourceError(
+            f"source {source!r}: {url} is the output of an earlier Koala run "
+            f"(it holds {OUTPUT_MARKER}); give that run's input instead"
+        )
     out = []
-    for f in files:
+    for f in sorted(found):
         rel = f[len(root_clean) :].lstrip("/") if f.startswith(root_clean) else f
-        if _is_hidden(rel):
+        if _is_hidden(rel) or _under(f, outputs):
             continue
-        uri = os.path.abspath(f) if storage.is_local(url) else fs.unstrip_protocol(f)
-        out.append(_entries(uri, source))
+        uri = f if storage.is_local(url) else fs.unstrip_protocol(f)
+        out.append(_entries(uri, source, stamp=_stamp(found[f])))
     if not any(has_image_suffix(e["uri"]) for e in out):
         raise SourceError(f"source {source!r}: no images found under {url}")
     return out
 
 
-def _archive_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+def archive_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """An fsspec filesystem over an archive and the protocol prefix of its members."""
     lower = url.lower()
     protocol = "zip" if lower.endswith(".zip") else "tar"
@@ -125,9 +178,10 @@ def _archive_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
 
 def _list_archive(url: str, source: str, subdir: str = "") -> list[dict]:
     """Members of a tar or zip archive (below ``subdir``), as chained fsspec URIs."""
-    fs, protocol = _archive_fs(url)
-    members = sorted(m for m in fs.find(subdir) if not _is_hidden(m))
-    out = [_entries(f"{protocol}://{m}::{url}", source) for m in members]
+    fs, protocol = archive_fs(url)
+    found = fs.find(subdir, detail=True)
+    members = sorted(m for m in found if not _is_hidden(m))
+    out = [_entries(f"{protocol}://{m}::{url}", source, stamp=_stamp(found[m])) for m in members]
     if not any(has_image_suffix(e["uri"]) for e in out):
         raise SourceError(f"source {source!r}: no images found in archive {url}")
     return out
@@ -137,14 +191,14 @@ def _read_url_list(url: str, source: str) -> list[dict]:
     """Entries of a ``.txt``, ``.csv`` or ``.parquet`` URL list."""
     lower = url.lower()
     if lower.endswith(".txt"):
-        text = storage.read_bytes(url).decode("utf-8-sig")
+        text = _read_bytes(url).decode("utf-8-sig")
         rows = [{"url": line.strip()} for line in text.splitlines()]
         rows = [r for r in rows if r["url"] and not r["url"].startswith("#")]
     else:
         if lower.endswith(".csv"):
-            frame = pd.read_csv(io.BytesIO(storage.read_bytes(url)), dtype=str)
+            frame = pd.read_csv(io.BytesIO(_read_bytes(url)), dtype=str)
         else:
-            frame = pd.read_parquet(io.BytesIO(storage.read_bytes(url)))
+            frame = pd.read_parquet(io.BytesIO(_read_bytes(url)))
         if "url" not in frame.columns:
             raise SourceError(
                 f"URL list {url!r} has no 'url' column (columns: {list(frame.columns)})"
@@ -153,8 +207,11 @@ def _read_url_list(url: str, source: str) -> list[dict]:
         rows = frame[keep].to_dict("records")
     out = []
     for row in rows:
-        u = str(row["url"]).strip()
-        if not u or u == "nan":
+        u = row["url"]
+        if u is None or (isinstance(u, float) and pd.isna(u)):
+            continue  # an empty cell (null), like a blank line in a .txt list
+        u = (u.decode("utf-8", "replace") if isinstance(u, bytes) else str(u)).strip()
+        if not u:
             continue
         cap = row.get("caption")
         cap = None if cap is None or (isinstance(cap, float) and pd.isna(cap)) else str(cap)
@@ -166,12 +223,12 @@ def _read_url_list(url: str, source: str) -> list[dict]:
 
 def _imagenet(path: str, source: str, per_class: int | None, classes: str | None) -> list[dict]:
     """ILSVRC train layout: ``PATH/<wnid>/*.JPEG`` folders or ``PATH/<wnid>.tar`` per-class tars."""
-    fs, root = storage.get_fs(path)
+    fs, root = _fs_of(path)
     if not fs.isdir(root):
         raise SourceError(f"source {source!r}: {path} is not an ImageNet train folder")
     wanted = None
     if classes:
-        lines = storage.read_bytes(classes).decode().split("\n")
+        lines = _read_bytes(classes).decode().split("\n")
         wanted = [ln.split()[0] for ln in lines if ln.strip() and not ln.startswith("#")]
     entries = {posixpath.basename(p.rstrip("/")): p for p in fs.ls(root, detail=False)}
     wnids = (
@@ -225,13 +282,14 @@ def _flickr(path: str, source: str) -> list[dict]:
     """Flickr8k/30k: a folder or archive with ``Images/`` (any case) and a captions file."""
     is_archive = path.lower().endswith(ARCHIVE_SUFFIXES)
     if is_archive:
-        fs, protocol = _archive_fs(path)
+        fs, protocol = archive_fs(path)
         root = ""
         uri_of = lambda p: f"{protocol}://{p}::{path}"  # noqa: E731
     else:
-        fs, root = storage.get_fs(path)
+        fs, root = _fs_of(path)
         uri_of = (lambda p: p) if storage.is_local(path) else fs.unstrip_protocol
-    files = sorted(fs.find(root))
+    found = fs.find(root, detail=True)
+    files = sorted(found)
     image_files = [f for f in files if has_image_suffix(f) and not _is_hidden(f)]
     cap_files = [f for f in files if posixpath.basename(f) in CAPTION_FILES]
     if not image_files:
@@ -245,7 +303,9 @@ def _flickr(path: str, source: str) -> list[dict]:
     out = []
     for f in image_files:
         c = caps.get(posixpath.basename(f), [])
-        out.append(_entries(uri_of(f), source, caption=c[0] if c else None, captions=tuple(c)))
+        cap = c[0] if c else None
+        stamp = _stamp(found[f])
+        out.append(_entries(uri_of(f), source, caption=cap, captions=tuple(c), stamp=stamp))
     return out
 
 
@@ -256,7 +316,12 @@ def _download_remote_archive(url: str, staging: str) -> str:
     name = hashlib.sha256(url.encode()).hexdigest()[:16] + "-" + posixpath.basename(url)
     target = storage.join(staging, "downloads", name)
     if not storage.exists(target):
-        download_to(url, target)
+        try:
+            download_to(url, target)
+        except Exception as exc:
+            raise SourceError(
+                f"source {url!r}: cannot download the archive ({one_line(exc)})"
+            ) from None
     return target
 
 
@@ -283,29 +348,77 @@ def expand_source(spec: str, staging: str) -> list[dict]:
         _require(spec, spec)
         return _read_url_list(spec, spec)
     if scheme(spec) in FETCHABLE_SCHEMES:
-        return [
-            _entries(
-                os.path.abspath(storage.local_path(spec)) if storage.is_local(spec) else spec, spec
-            )
-        ]
+        return [_entries(spec, spec)]
     _require(spec, spec)
-    fs, path = storage.get_fs(spec)
+    fs, path = _fs_of(spec)
     if fs.isdir(path):
         return _list_tree(spec, spec)
-    return [
-        _entries(
-            os.path.abspath(storage.local_path(spec)) if storage.is_local(spec) else spec, spec
-        )
-    ]
+    uri = path if storage.is_local(spec) else spec
+    return [_entries(uri, spec, stamp=_stamp(fs.info(path)))]
+
+
+def _read_bytes(url: str) -> bytes:
+    """The content of a list or captions file (a local one by its plain path)."""
+    if storage.is_local(url):
+        return Path(storage.local_path(url)).read_bytes()
+    return storage.read_bytes(url)
 
 
 def _require(url: str, source: str) -> None:
     try:
-        ok = storage.exists(url)
+        local = storage.is_local(url)
+        ok = os.path.exists(storage.local_path(url)) if local else storage.exists(url)
     except Exception as exc:
         raise SourceError(f"source {source!r}: cannot read {url} ({one_line(exc)})") from None
     if not ok:
         raise SourceError(f"source {source!r}: {url} does not exist")
+
+
+def _location(url: str) -> tuple[str, tuple[str, ...]] | None:
+    """Where ``url`` lies, as (filesystem, path components), to compare folders component-wise:
+    local paths absolute with symlinks resolved, ``s3a://`` as ``s3://``; None for HTTP(S)."""
+    if not storage.is_local(url) and "::" in url:
+        url = url.rsplit("::", 1)[1]  # a chained URL lies where its last part does
+    s = scheme(url)
+    if s in FETCHABLE_SCHEMES:
+        return None
+    if storage.is_local(url):
+        return "file", Path(os.path.expanduser(storage.local_path(url))).resolve().parts
+    norm = posixpath.normpath("/" + url.split("://", 1)[1])
+    return ("s3" if s == "s3a" else s), tuple(p for p in norm.split("/") if p)
+
+
+def _source_path(spec: str) -> str:
+    """The path a ``--source`` reads: a preset's PATH, else the source itself."""
+    head, sep, rest = spec.strip().partition(":")
+    if sep and head.lower() in PRESETS and not rest.startswith("//"):
+        return rest.partition("?")[0]
+    return spec.strip()
+
+
+def check_output_apart(sources: list[str], output: str) -> None:
+    """Raise :class:`SourceError` when ``output`` is, contains or lies inside an input path
+    (a folder, prefix, archive or list file; a URL list's entries are not checked)."""
+    out = _location(output)
+    if out is None:
+        return
+    for spec in sources:
+        src = _location(_source_path(spec))
+        if src is None or src[0] != out[0]:
+            continue
+        o, i = out[1], src[1]
+        if o == i:
+            problem = "is the input"
+        elif i[: len(o)] == o:
+            problem = "contains the input"
+        elif o[: len(i)] == i:
+            problem = "lies inside the input"
+        else:
+            continue
+        raise SourceError(
+            f"output {output!r} {problem} {spec!r}: a run would read its own results; "
+            "choose an output folder apart from every input"
+        )
 
 
 def uri_key(uri: str) -> str:

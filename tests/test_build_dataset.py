@@ -23,6 +23,7 @@ from flows.build_dataset import build_dataset
 from koala import storage
 from koala.cli import app
 from tasks.quality import DataQualityError
+from tasks.sources import OUTPUT_MARKER, enumerate_inputs
 from tests.conftest import FixtureServer
 from tests.fixtures import (
     colour_photo,
@@ -124,7 +125,7 @@ def test_mixed_sources_accept_every_good_image_and_explain_the_rest(
     assert web[f"{http_server.url}/nope.jpg"] == "download_failed"
     assert web[f"{http_server.url}/html"] == "not_an_image"
     assert web[f"{http_server.url}/trunc.jpg"] == "truncated"
-    assert web[f"{http_server.url}/slow/web1.jpg"] == "download_failed"
+    assert web[f"{http_server.url}/slow/web1.jpg"] == "download_timeout"
     assert web[f"{http_server.url}/huge"] == "too_large"
 
     # shards read back with webdataset hold exactly the accepted images, with the same pixels
@@ -189,6 +190,14 @@ def test_s3_sources_and_output(tmp_path: Path, s3: str) -> None:
     assert set(samples) == set(index["key"])
     names = fs.ls(f"{s3}/datasets/demo/shards")
     assert not [n for n in names if ".tmp" in n]  # no partial objects left behind
+    assert fs.exists(f"{out}/{OUTPUT_MARKER}")
+    refs = enumerate_inputs([f"{s3}/in/photos/", f"{s3}/in/more.tar"], str(tmp_path))
+    etags = {f"s3://{k}": v["ETag"].strip('"') for k, v in fs.find(f"{s3}/in", detail=True).items()}
+    for ref in refs[:4]:  # objects: size and ETag
+        assert ref.stamp == f"{fs.size(ref.uri)}:{etags[ref.uri]}"
+    assert [ref.stamp.split(":")[0] for ref in refs[4:]] == [  # tar members: size and mtime
+        str((tmp_path / f"t{i}.jpg").stat().st_size) for i in range(2)
+    ]
 
 
 def _cli_env(prefect_api: str) -> dict[str, str]:
@@ -274,8 +283,10 @@ def test_killed_run_resumes_to_the_same_output(
         ("{tmp}/empty", "{tmp}/out", "no images found under"),
         ("gopher://host/images/", "{tmp}/out", "unsupported URL scheme 'gopher'"),
         ("{tmp}/photos", "{tmp}/afile/out", "is not writable"),
+        ("{tmp}/photos", "{tmp}/photos/ds", "lies inside the input"),
+        ("{tmp}/photos/", "{tmp}", "contains the input"),
     ],
-    ids=["missing", "empty", "scheme", "unwritable"],
+    ids=["missing", "empty", "scheme", "unwritable", "out-inside-input", "out-above-input"],
 )
 def test_cli_bad_input_is_one_clear_line(
     tmp_path: Path, source: str, out: str, message: str, prefect_server: str

@@ -110,7 +110,7 @@ def test_read_scan_keeps_precision_orientation_and_pages() -> None:
     assert "2 pages" in read_scan(pages.getvalue()).note
     with pytest.raises(HasColour):
         read_scan(encode(colour_photo(5)))
-    assert read_scan(encode(colour_photo(5)), recolor=True).bit_depth == 8
+    assert read_scan(encode(colour_photo(5)), treat_as="monochrome").bit_depth == 8
     assert read_scan(encode(sepia(colour_photo(6)))).input_mode == "RGB"  # toned: colorized
 
 
@@ -192,7 +192,7 @@ def test_s3_input_and_output(s3: str, registry: str, prefect_server: str) -> Non
     index = storage.read_parquet(f"{s3}/out/index")
     assert len(index) == 4
     for uri in index.loc[index["status"] == "ok", "output_uri"]:
-        assert uri.startswith(f"{s3}/out/images/scan") and uri.endswith(".jpg")
+        assert uri.startswith(f"{s3}/out/images/scan") and uri.endswith(".png")
         assert read_label(storage.read_bytes(uri)).startswith("Colorized by Koala unet@")
     assert storage.exists(f"{s3}/out/contact_sheet.html")
 
@@ -256,5 +256,5 @@ def test_kill_and_rerun_has_no_duplicate_and_no_missing_row(
     index = pd.read_parquet(out / "index")
     assert len(index) == 24 and index["input_uri"].is_unique
     assert set(index["status"]) == {"ok"}
-    assert len(list((out / "images").glob("*.jpg"))) == 24
+    assert len(list((out / "images").glob("*.png"))) == 24  # --format auto keeps PNG
     assert not list(out.rglob(".*.tmp-*")), "a temporary file was left behind"

@@ -68,8 +68,8 @@ def test_every_model_colorizes_an_archive(tmp_path: Path) -> None:
         (scans / f"s{i}.png").write_bytes(encode(gray, "PNG"))
     for name in ARCHITECTURES:
         cfg = ColorizeConfig(registry, name, str(tmp_path / "out" / name), "png")
-        refs, names, card, _ = prepare_run(str(scans), cfg)
-        result = colorize_batch(refs, names, cfg)
+        refs, plan, card, _ = prepare_run(str(scans), cfg)
+        result = colorize_batch(refs, plan, cfg)
         assert result["counts"] == {"ok": 2}, (name, result)
         for i in range(2):
             data = (tmp_path / "out" / name / "images" / f"s{i}.png").read_bytes()

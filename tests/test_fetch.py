@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.fetch import fetch, make_client
+from tasks.fetch import TRANSIENT_REASONS, fetch, make_client
 from tasks.images import Rejected
 from tests.conftest import FixtureServer
 from tests.fixtures import colour_photo, encode
@@ -27,7 +27,8 @@ def test_ok_and_404(http_server: FixtureServer, koala_env: None) -> None:
     http_server.files["a.jpg"] = data = encode(colour_photo(1))
     assert get(http_server, "a.jpg") == data
     err = rejected(http_server, "missing.jpg")
-    assert err.reason == "download_failed" and "404" in err.detail
+    assert err.reason == "download_failed" and err.detail == "HTTP 404 Not Found"
+    assert err.reason not in TRANSIENT_REASONS
     assert http_server.hits["missing.jpg"] == 1  # a 404 is final, not retried
 
 
@@ -41,7 +42,8 @@ def test_slow_response_times_out(http_server: FixtureServer, koala_env: None) ->
     http_server.files["c.jpg"] = encode(colour_photo(3))
     http_server.slow_seconds = 3.0
     err = rejected(http_server, "slow/c.jpg")
-    assert err.reason == "download_failed" and "timeout after 2 attempts" in err.detail
+    assert err.reason == "download_timeout" and err.reason in TRANSIENT_REASONS
+    assert err.detail == "timed out after 2 attempts (read timeout 1.5 s)"
 
 
 def test_oversized_download_is_capped(http_server: FixtureServer, koala_env: None) -> None:

@@ -1,0 +1,218 @@
+"""The index of a colorize output, ``DST/index/part-*.parquet``, and what a run plans from it.
+
+One row per input and model version (:data:`INDEX_COLUMNS`), written a batch at a time as
+immutable part files. A rerun reads the index to decide, before any work:
+
+* which inputs are done (``ok``, ``skipped_color``, a permanent failure) and which are redone:
+  a transient failure (:data:`TRANSIENT_REASONS`, or any failure with ``retry_failed``), an input
+  whose listing stamp or content changed since its row;
+* which output name each input gets: a name already owned by another input (or another model
+  version) in this DST is never reused, so no run overwrites an earlier run's output.
+
+A redone input's new row *supersedes* the old one: :func:`compact_index` rewrites the parts that
+hold superseded rows without them, and :func:`read_index` keeps only the newest row of each input
+and model version even before that, so the index never lists an input twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import posixpath
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pandas as pd
+import pyarrow as pa
+
+from koala import storage
+
+log = logging.getLogger(__name__)
+
+_INTS = ("width", "height", "bit_depth")
+_FLOATS = ("seconds", "colour_score")
+INDEX_COLUMNS = [
+    "input_uri",
+    "input_sha256",
+    "output_uri",
+    "status",
+    "reason",
+    "width",
+    "height",
+    "input_mode",
+    "bit_depth",
+    "model",
+    "model_version",
+    "weights_sha256",
+    "seconds",
+    "note",
+    "key",
+    "ordinal",
+    "colour_score",
+    "colour_evidence",
+    "treated_as",
+    "input_stamp",
+    "colorized_at",
+]
+INDEX_DTYPES = {
+    c: "Int64" if c in _INTS else "float64" if c in _FLOATS else "object" for c in INDEX_COLUMNS
+} | {"ordinal": "int64"}
+INDEX_SCHEMA = pa.schema(
+    [
+        (
+            c,
+            pa.int64()
+            if t in ("Int64", "int64")
+            else pa.float64()
+            if t == "float64"
+            else pa.string(),
+        )
+        for c, t in INDEX_DTYPES.items()
+    ]
+)
+#: failure reason codes worth retrying on a plain rerun (the rest need ``--retry-failed``)
+TRANSIENT_REASONS = frozenset(
+    {
+        "write_failed",
+        "read_failed",
+        "model_error",
+        "download_timeout",
+        "download_unavailable",
+        "error",
+    }
+)
+#: statuses that end an input's work for a model version
+FINAL_STATUSES = frozenset({"ok", "skipped_color", "failed"})
+_OWNER = ["input_uri", "model", "model_version"]
+
+
+def index_dir(output: str) -> str:
+    """The folder of the index's part files."""
+    return storage.join(output, "index")
+
+
+def now() -> str:
+    """A sortable UTC timestamp for ``colorized_at``."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def reason_code(reason: object) -> str:
+    """``"write_failed: OSError: ..."`` -> ``"write_failed"``."""
+    return str(reason or "").split(":", 1)[0].strip()
+
+
+def empty_index() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in INDEX_DTYPES.items()})
+
+
+def _read_all(output: str) -> pd.DataFrame:
+    """Every row of every readable part, with the part it came from (``_part``); a part that
+    cannot be read (truncated, foreign) is moved to ``index/_unreadable/`` so that its inputs are
+    redone, and said so in the log."""
+    folder = index_dir(output)
+    parts = storage.list_files(folder, "*.parquet")
+    frames = []
+    for part in parts:
+        try:
+            frame = storage.read_parquet(part)
+        except Exception as exc:
+            aside = storage.join(folder, "_unreadable", posixpath.basename(part))
+            log.warning("index part %s is unreadable (%s): moved to %s", part, exc, aside)
+            storage.move(part, aside)
+            continue
+        frames.append(frame.reindex(columns=INDEX_COLUMNS).assign(_part=part))
+    if not frames:
+        return empty_index().assign(_part=pd.Series(dtype="object"))
+    return pd.concat(frames, ignore_index=True).astype(INDEX_DTYPES)
+
+
+def _newest_first(frame: pd.DataFrame) -> pd.DataFrame:
+    order = frame["colorized_at"].fillna("").astype(str)
+    return frame.assign(_order=order).sort_values("_order", ascending=False, kind="stable")
+
+
+def read_index(output: str) -> pd.DataFrame:
+    """The newest row of each input and model version (empty with :data:`INDEX_COLUMNS` when
+    there is none yet), in collection order."""
+    frame = _read_all(output)
+    if frame.empty:
+        return empty_index()
+    latest = _newest_first(frame).drop_duplicates(_OWNER, keep="first")
+    return latest.sort_values("ordinal", kind="stable")[INDEX_COLUMNS].reset_index(drop=True)
+
+
+def compact_index(output: str) -> int:
+    """Rewrite the parts that hold superseded rows without them (atomically; a part left empty
+    is removed). Returns the number of rows dropped. Safe to repeat after a crash."""
+    frame = _read_all(output)
+    if frame.empty:
+        return 0
+    ordered = _newest_first(frame)
+    stale = ordered[ordered.duplicated(_OWNER, keep="first")]
+    for part in stale["_part"].unique():
+        keep = frame[(frame["_part"] == part) & ~frame.index.isin(stale.index)]
+        if keep.empty:
+            storage.remove(part)
+        else:
+            table = keep[INDEX_COLUMNS].astype(INDEX_DTYPES)
+            storage.write_parquet(part, table, INDEX_SCHEMA)
+    return len(stale)
+
+
+@dataclass
+class RunPlan:
+    """What a run does: output names and, per input, the previous row it redoes (if any)."""
+
+    names: dict[str, str]
+    #: key -> True when the index already gives this input (and model version) its name
+    claimed: dict[str, bool] = field(default_factory=dict)
+    #: key -> ``colorized_at`` of the row the input's new row supersedes ("" when none)
+    redoes: dict[str, str] = field(default_factory=dict)
+
+
+def _stem(uri: str, images: str) -> str:
+    rel = uri[len(images) + 1 :] if uri.startswith(images + "/") else posixpath.basename(uri)
+    return posixpath.splitext(rel)[0]
+
+
+def _alternative(name: str, owner: tuple[str, str, str], salt: int) -> str:
+    digest = hashlib.sha256(f"{salt}|{'|'.join(owner)}".encode()).hexdigest()[:8]
+    return f"{name}-{digest}"
+
+
+def plan_names(
+    refs: list, base: dict[str, str], index: pd.DataFrame, images: str, model: str, version: str
+) -> tuple[dict[str, str], dict[str, bool]]:
+    """Output names (no suffix) that no other owner has in this DST: an input keeps the name
+    its earlier row gave it; a name owned by another input or model version gets a distinct
+    ``-xxxxxxxx`` suffix (a hash of the input and model version, so it is stable)."""
+    owners: dict[str, tuple] = {}
+    mine: dict[str, str] = {}
+    for row in index[index["output_uri"].notna()].itertuples():
+        stem = _stem(row.output_uri, images)
+        owners[stem] = (row.input_uri, row.model, row.model_version)
+        if (row.model, row.model_version) == (model, version):
+            mine[row.input_uri] = stem
+    names, claimed = {}, {}
+    for ref in refs:
+        owner = (ref.uri, model, version)
+        if ref.uri in mine:
+            names[ref.key], claimed[ref.key] = mine[ref.uri], True
+            continue
+        name, salt = base[ref.key], 0
+        while owners.get(name, owner) != owner:
+            name, salt = _alternative(base[ref.key], owner, salt), salt + 1
+        owners[name] = owner
+        names[ref.key], claimed[ref.key] = name, False
+    return names, claimed
+
+
+def needs_work(row: pd.Series | None, stamp: str | None, retry_failed: bool, treat_as: str) -> bool:
+    """Whether an input with this latest ``row`` (None: never seen) is (re)done by a run."""
+    if row is None or row["status"] not in FINAL_STATUSES:
+        return True
+    if stamp is not None and pd.notna(row["input_stamp"]) and row["input_stamp"] != stamp:
+        return True  # the file changed since: colorize it again, superseding the row
+    if row["status"] == "failed":
+        return retry_failed or reason_code(row["reason"]) in TRANSIENT_REASONS
+    return row["status"] == "skipped_color" and treat_as == "monochrome"
