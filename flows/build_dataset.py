@@ -25,7 +25,7 @@ from tasks.shards import (
     write_index,
     write_shard,
 )
-from tasks.sources import OUTPUT_MARKER, check_output_apart, enumerate_inputs
+from tasks.sources import check_output_apart, enumerate_inputs, mark_output
 
 PARALLEL_TASKS = 4  # ingest tasks in flight on the default thread runner
 _opts = {"cache_policy": NO_CACHE, "persist_result": False}
@@ -53,13 +53,6 @@ def preflight(sources: list[str], out: str, splits: str) -> dict[str, float] | N
     return ratios
 
 
-def mark_output(out: str) -> None:
-    """Write :data:`OUTPUT_MARKER` at the root of ``out``: no Koala run lists it as input."""
-    marker = storage.join(out, OUTPUT_MARKER)
-    if not storage.exists(marker):
-        storage.atomic_write_bytes(marker, b'{"written_by": "koala build-dataset"}\n')
-
-
 @flow(name="build-dataset", task_runner=task_runner(threads=PARALLEL_TASKS), log_prints=True)
 def build_dataset(
     sources: list[str],
@@ -80,7 +73,7 @@ def build_dataset(
     log = get_run_logger()
     t0 = time.perf_counter()
     ratios = preflight(sources, out, splits)
-    mark_output(out)
+    mark_output(out, "build-dataset")
     staging = storage.join(out, "_staging")
     limits = ImageLimits(min_side=min_side, max_pixels=max_pixels)
     for folder in (storage.join(out, "shards"), storage.join(staging, "chunks")):

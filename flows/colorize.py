@@ -13,7 +13,7 @@ from prefect.states import Failed
 from flows.progress import track
 from infra.runners import dask_runner
 from koala.settings import get_settings
-from tasks.archive_index import RunPlan, compact_index, read_index
+from tasks.archive_index import RunPlan, compact_index
 from tasks.colorize import (
     ColorizeConfig,
     colorize_blocks,
@@ -93,8 +93,7 @@ def colorize_archive(
     errors = [r["error"] for r in track(futures, "colorize", _describe) if r.get("error")]
     if errors:
         return Failed(message=f"{errors[0]}; the batches done are kept, rerun to resume")
-    compact_index(output)
-    index = read_index(output)
+    index = compact_index(output)
     mine = index[(index["model"] == card["name"]) & (index["model_version"] == card["version"])]
     mine = mine[mine["input_uri"].isin({r.uri for r in refs})]
     sheet = write_contact_sheet(output, mine, spec)

@@ -24,8 +24,10 @@ from datetime import UTC, datetime
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 
 from koala import storage
+from tasks.fetch import TRANSIENT_REASONS as FETCH_TRANSIENT
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +72,9 @@ INDEX_SCHEMA = pa.schema(
         for c, t in INDEX_DTYPES.items()
     ]
 )
-#: failure reason codes worth retrying on a plain rerun (the rest need ``--retry-failed``)
-TRANSIENT_REASONS = frozenset(
-    {
-        "write_failed",
-        "read_failed",
-        "model_error",
-        "download_timeout",
-        "download_unavailable",
-        "error",
-    }
-)
+#: failure reason codes worth retrying on a plain rerun (the rest need ``--retry-failed``):
+#: the downloads' transient ones, and colorize's own write, read, model and unexpected errors
+TRANSIENT_REASONS = FETCH_TRANSIENT | {"write_failed", "read_failed", "model_error", "error"}
 #: statuses that end an input's work for a model version
 FINAL_STATUSES = frozenset({"ok", "skipped_color", "failed"})
 _OWNER = ["input_uri", "model", "model_version"]
@@ -106,24 +100,39 @@ def empty_index() -> pd.DataFrame:
 
 
 def _read_all(output: str) -> pd.DataFrame:
-    """Every row of every readable part, with the part it came from (``_part``); a part that
-    cannot be read (truncated, foreign) is moved to ``index/_unreadable/`` so that its inputs are
-    redone, and said so in the log."""
-    folder = index_dir(output)
-    parts = storage.list_files(folder, "*.parquet")
+    """Every row of every part, with the part it came from (``_part``), in one dataset read.
+    When that read fails, the parts are read one by one: a part that cannot be read
+    (truncated, foreign) is moved to ``index/_unreadable/`` so that its inputs are redone, and
+    said so in the log."""
+    parts = storage.list_files(index_dir(output), "*.parquet")
+    if not parts:
+        return empty_index().assign(_part=pd.Series(dtype="object"))
+    fs, _ = storage.get_fs(parts[0])
+    paths = {fs._strip_protocol(p): p for p in parts}
+    try:
+        table = ds.dataset(list(paths), filesystem=fs, format="parquet", schema=INDEX_SCHEMA)
+        frame = table.to_table(columns=[*INDEX_COLUMNS, "__filename"]).to_pandas()
+        frame = frame.rename(columns={"__filename": "_part"})
+        frame["_part"] = frame["_part"].map(lambda p: paths.get(p, p))
+    except Exception:
+        frame = _read_parts(parts)
+    return frame.astype(INDEX_DTYPES)
+
+
+def _read_parts(parts: list[str]) -> pd.DataFrame:
     frames = []
     for part in parts:
         try:
             frame = storage.read_parquet(part)
         except Exception as exc:
-            aside = storage.join(folder, "_unreadable", posixpath.basename(part))
+            aside = storage.join(posixpath.dirname(part), "_unreadable", posixpath.basename(part))
             log.warning("index part %s is unreadable (%s): moved to %s", part, exc, aside)
             storage.move(part, aside)
             continue
         frames.append(frame.reindex(columns=INDEX_COLUMNS).assign(_part=part))
     if not frames:
         return empty_index().assign(_part=pd.Series(dtype="object"))
-    return pd.concat(frames, ignore_index=True).astype(INDEX_DTYPES)
+    return pd.concat(frames, ignore_index=True)
 
 
 def _newest_first(frame: pd.DataFrame) -> pd.DataFrame:
@@ -131,32 +140,36 @@ def _newest_first(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(_order=order).sort_values("_order", ascending=False, kind="stable")
 
 
-def read_index(output: str) -> pd.DataFrame:
-    """The newest row of each input and model version (empty with :data:`INDEX_COLUMNS` when
-    there is none yet), in collection order."""
-    frame = _read_all(output)
+def _latest(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return empty_index()
     latest = _newest_first(frame).drop_duplicates(_OWNER, keep="first")
     return latest.sort_values("ordinal", kind="stable")[INDEX_COLUMNS].reset_index(drop=True)
 
 
-def compact_index(output: str) -> int:
+def read_index(output: str) -> pd.DataFrame:
+    """The newest row of each input and model version (empty with :data:`INDEX_COLUMNS` when
+    there is none yet), in collection order."""
+    return _latest(_read_all(output))
+
+
+def compact_index(output: str) -> pd.DataFrame:
     """Rewrite the parts that hold superseded rows without them (atomically; a part left empty
-    is removed). Returns the number of rows dropped. Safe to repeat after a crash."""
+    is removed) and return the index as :func:`read_index` does, from the same one read. Safe
+    to repeat after a crash."""
     frame = _read_all(output)
     if frame.empty:
-        return 0
-    ordered = _newest_first(frame)
-    stale = ordered[ordered.duplicated(_OWNER, keep="first")]
-    for part in stale["_part"].unique():
-        keep = frame[(frame["_part"] == part) & ~frame.index.isin(stale.index)]
+        return empty_index()
+    stale = _newest_first(frame).duplicated(_OWNER, keep="first")
+    stale = stale[stale].index
+    for part in frame.loc[stale, "_part"].unique():
+        keep = frame[(frame["_part"] == part) & ~frame.index.isin(stale)]
         if keep.empty:
             storage.remove(part)
         else:
             table = keep[INDEX_COLUMNS].astype(INDEX_DTYPES)
             storage.write_parquet(part, table, INDEX_SCHEMA)
-    return len(stale)
+    return _latest(frame)
 
 
 @dataclass

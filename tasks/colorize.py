@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
-import json
 import os
 import posixpath
 import time
@@ -44,7 +43,6 @@ from tasks.archive_index import (
     needs_work,
     now,
     plan_names,
-    read_index,
 )
 from tasks.colour import colorize_lightness, working_views
 from tasks.fetch import fetch, make_client
@@ -59,10 +57,11 @@ from tasks.outputs import (
 from tasks.preprocess import cached_backbone
 from tasks.scans import TREAT_AS, HasColour, Scan, read_scan
 from tasks.sources import (
-    OUTPUT_MARKER,
     InputRef,
+    check_listed_inputs_apart,
     check_output_apart,
     enumerate_inputs,
+    mark_output,
     split_member_uri,
 )
 
@@ -117,6 +116,14 @@ def cached_colorizer(
         backbone.to(memory_format=channels_last),
         card,
     )
+
+
+@lru_cache(maxsize=4)
+def verified_card(registry: str, spec: str) -> dict:
+    """The card of ``spec`` once its weights have loaded into its network (a broken entry
+    fails here, in one line, not on a worker); once per process, as the CLI's preflight and
+    the flow both ask."""
+    return load_model(registry, spec)[1]
 
 
 def output_uri(cfg: ColorizeConfig, name: str, ext: str | None = None) -> str:
@@ -382,24 +389,6 @@ def _free_uri(uri: str, row: dict, card: dict) -> str:
     return _free_uri(f"{stem}-{salt}{ext}", row, card)
 
 
-def _check_inputs_apart(refs: list[InputRef], output: str) -> None:
-    """No input may lie inside the output (a URL list can name any path): its output could
-    land on it."""
-    root = storage.join(os.path.abspath(output) if storage.is_local(output) else output, "")
-    for ref in refs:
-        uri = os.path.abspath(ref.uri) if storage.is_local(ref.uri) else ref.uri
-        if uri.startswith(root):
-            raise KoalaError(f"input {ref.uri!r} lies inside the output {output!r}: refused")
-
-
-def write_marker(output: str) -> None:
-    """Mark ``output`` as a Koala output, so that no later run reads it as input."""
-    info = {"kind": "colorize-archive", "created_at": now()}
-    marker = storage.join(output, OUTPUT_MARKER)
-    if not storage.exists(marker):
-        storage.atomic_write_bytes(marker, json.dumps(info).encode())
-
-
 def prepare_run(
     source: str, cfg: ColorizeConfig
 ) -> tuple[list[InputRef], RunPlan, dict, pd.DataFrame]:
@@ -414,14 +403,13 @@ def prepare_run(
     if not 0.0 <= cfg.saturation <= 4.0:
         raise KoalaError(f"--saturation {cfg.saturation} is outside 0..4")
     check_output_apart([source], cfg.output)
-    _, card = load_model(cfg.registry, cfg.model)
+    card = verified_card(cfg.registry, cfg.model)
     storage.check_writable(cfg.output)
-    write_marker(cfg.output)
+    mark_output(cfg.output, "colorize")
     storage.remove_stale_temporaries(cfg.output)
     refs = enumerate_inputs([source], storage.join(cfg.output, "_staging"))
-    _check_inputs_apart(refs, cfg.output)
-    compact_index(cfg.output)  # finish a compaction that a killed run left half done
-    index = read_index(cfg.output)
+    check_listed_inputs_apart(refs, cfg.output)
+    index = compact_index(cfg.output)  # also finishes one that a killed run left half done
     images = storage.join(cfg.output, "images")
     names, claimed = plan_names(
         refs, output_names(refs), index, images, card["name"], card["version"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import os
 import posixpath
 from collections import Counter
@@ -419,6 +420,32 @@ def check_output_apart(sources: list[str], output: str) -> None:
             f"output {output!r} {problem} {spec!r}: a run would read its own results; "
             "choose an output folder apart from every input"
         )
+
+
+def mark_output(output: str, kind: str) -> None:
+    """Write :data:`OUTPUT_MARKER` at the root of ``output`` (once), so that no Koala run
+    lists that folder as input; ``kind`` names the flow that wrote it."""
+    marker = storage.join(output, OUTPUT_MARKER)
+    if not storage.exists(marker):
+        storage.atomic_write_bytes(marker, json.dumps({"written_by": f"koala {kind}"}).encode())
+
+
+def check_listed_inputs_apart(refs: list[InputRef], output: str) -> None:
+    """Raise :class:`SourceError` when a URL list names an input inside ``output`` (its result
+    could land on it). Inputs of folders, prefixes and archives lie in their source, which
+    :func:`check_output_apart` has already kept apart from the output."""
+    out = _location(output)
+    if out is None:
+        return
+    for ref in refs:
+        if not ref.source.lower().endswith(LIST_SUFFIXES):
+            continue
+        where = _location(ref.uri)
+        if where is not None and where[0] == out[0] and where[1][: len(out[1])] == out[1]:
+            raise SourceError(
+                f"input {ref.uri!r} (listed in {ref.source!r}) lies inside the output "
+                f"{output!r}: refused, its result could overwrite it"
+            )
 
 
 def uri_key(uri: str) -> str:

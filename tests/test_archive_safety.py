@@ -42,6 +42,14 @@ def _scan(seed: int, size: tuple[int, int] = (160, 120)) -> bytes:
     return encode(colour_photo(seed, size).convert("L"), "PNG")
 
 
+def _box(folder: Path, n: int) -> Path:
+    """A folder of ``n`` small gray scans ``s0.png``..."""
+    folder.mkdir(parents=True)
+    for i in range(n):
+        (folder / f"s{i}.png").write_bytes(_scan(i))
+    return folder
+
+
 def _checksums(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -142,10 +150,7 @@ def test_unsafe_archive_members_stay_inside_the_output(tmp_path: Path, registry:
 
 
 def test_own_output_folders_are_never_read(tmp_path: Path, registry: str) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    for i in range(3):
-        (src / f"s{i}.png").write_bytes(_scan(i))
+    src = _box(tmp_path / "src", 3)
     first = tmp_path / "first"
     _run(src, first, registry)
     shutil.copytree(first, src / "old-koala-run")  # an earlier output filed inside a box
@@ -195,10 +200,7 @@ def test_saturation_and_treat_as(tmp_path: Path, registry: str) -> None:
 
 
 def test_truncated_index_part_is_set_aside_and_redone(tmp_path: Path, registry: str) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    for i in range(3):
-        (src / f"s{i}.png").write_bytes(_scan(i))
+    src = _box(tmp_path / "src", 3)
     out = tmp_path / "out"
     _run(src, out, registry)
     part = next((out / "index").glob("part-*.parquet"))
