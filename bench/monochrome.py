@@ -8,8 +8,10 @@ stamp, a colour calibration bar at an edge, chroma noise, scanner fringing, JPEG
 BSDS500 train/val, the colour photographs of lee-gwang/Image_Colorization_For_Historical_Image,
 as they are or faded (autochrome-like, 1970s print, mild), some with cracks and foxing too.
 
-Every source goes whole into one half (``tune`` or ``held``, by a hash of its name); thresholds are
-calibrated on ``tune`` only. Held-out sets (BSDS500 test, ImageNet samples, Bringing-Old-Photos
+Every source goes whole into one half (``tune`` or ``held``, by a hash of its name); the colour
+judge is trained on pictures printed from the ``tune`` half's sources only
+(``bench/train_colour_judge.py``), so ``held`` measures it on pictures it never saw in any form.
+Held-out sets (BSDS500 test, ImageNet samples, Bringing-Old-Photos
 test images, CoverImages) are never read. The set is built once into ``--out`` (reused while its
 recipe version matches). Prints a CSV of the misjudged items, then ONE JSON line of figures.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import itertools
 import json
@@ -93,11 +96,13 @@ def _git_image(git_dir: Path, path: str):
     return load
 
 
-def mirror_sources(mirror: Path) -> tuple[list[Source], list[str]]:
+def mirror_sources(mirror: Path, recipe: tuple = MIRROR_SOURCES) -> tuple[list[Source], list[str]]:
     """Images of the fetched repositories; also the repositories that are missing."""
     found, missing = [], []
-    for label, repo, folder, suffix in MIRROR_SOURCES:
+    for label, repo, folder, suffix in recipe:
         git_dir = mirror / repo / "repo"
+        if (git_dir / ".git").is_dir():
+            git_dir = git_dir / ".git"
         if not git_dir.exists():
             missing.append(repo.replace("+", "/"))
             continue
@@ -459,6 +464,18 @@ def per_category(rows: list[dict]) -> dict:
     return out
 
 
+def judge_card() -> dict:
+    """The shipped colour judge's recipe (safetensors metadata) and the weights' sha256."""
+    from safetensors import safe_open
+
+    from koala.colour_judge import JUDGE_WEIGHTS
+
+    with safe_open(str(JUDGE_WEIGHTS), "pt") as f:
+        meta = json.loads((f.metadata() or {}).get("koala", "{}"))
+    digest = hashlib.sha256(JUDGE_WEIGHTS.read_bytes()).hexdigest()[:16]
+    return {**meta, "sha256": digest}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("/tmp/koala-monochrome"))
@@ -486,6 +503,9 @@ def main() -> None:
         "all": precision_recall(rows),
         "per_category": per_category(rows),
         "thresholds": limits, "tune_optimal_score_cut": round(tuned_threshold(tune), 5),
+        "held_at_even_odds": precision_recall(held, lambda r: "colour" if r["score"] > 0.5
+                                              else "monochrome"),
+        "judge": judge_card(),
         "ms_per_image": {"median": round(float(np.median(ms)), 2),
                          "p95": round(float(np.percentile(ms, 95)), 2)},
         "sources": sources,

@@ -32,8 +32,13 @@ class ImageLimits:
     max_pixels: int = 89_478_485
     #: a*b* distance (Lab units) from the lightness-conditional tint that makes a pixel coloured.
     chroma_threshold: float = 6.0
-    #: an image is colour when at least this fraction of its mid-tone pixels is coloured.
-    min_colour_fraction: float = 0.0007
+    #: a picture is monochrome when the colour judge gives it at least this probability; above
+    #: 0.5 because calling a colour photograph monochrome costs more (its colour is replaced)
+    #: than leaving a print uncolorized (``--treat-as monochrome`` recovers it)
+    monochrome_probability: float = 0.8
+    #: a picture whose a*b* lie within this of one tint per lightness on 99% of its pixels is
+    #: monochrome without asking the judge (2.3 Lab units: a just-noticeable difference)
+    one_tint_spread: float = 2.3
 
 
 DEFAULT_LIMITS = ImageLimits()
@@ -164,6 +169,57 @@ def pixel_sha256(rgb: Image.Image) -> str:
     return h.hexdigest()
 
 
+def tint_residual(lab: np.ndarray) -> np.ndarray:
+    """a*b* of each pixel minus the tint of its lightness (H, W, 2).
+
+    The tint is the median a*b* of the pixels in each of 40 lightness bins, interpolated at each
+    pixel's L: in a monochrome print (sepia, selenium, cyanotype, yellowed) colour is a function
+    of lightness, so the residual is what the picture's tone does not explain.
+    """
+    flat = lab.reshape(-1, 3)
+    light = flat[:, 0]
+    bins = np.clip((light / 2.5).astype(np.int64), 0, 39)
+    order = np.argsort(bins, kind="stable")
+    ends = np.cumsum(np.bincount(bins, minlength=40))
+    starts = ends - np.bincount(bins, minlength=40)
+    by_bin = flat[order]
+    medians = np.array(
+        [np.median(by_bin[a:b], axis=0) for a, b in zip(starts, ends, strict=True) if b > a]
+    )
+    centre = medians[:, 0]
+    res = np.stack(
+        [flat[:, k] - np.interp(light, centre, medians[:, k]) for k in (1, 2)], axis=-1
+    )
+    return res.reshape(*lab.shape[:2], 2)
+
+
+def judge_view(rgb: Image.Image, side: int = 192) -> np.ndarray:
+    """The colour judge's view of a picture: (5, side, side) float32 of L, a*, b* and the a*b*
+    beyond the tint of each lightness (:func:`tint_residual`), scaled to about unit range.
+
+    The picture is box-filtered to twice ``side`` then resized to a square ``side`` (the judge
+    looks at where colour is and how it follows the picture, not at the aspect ratio).
+    """
+    thumb = rgb.copy()
+    thumb.thumbnail((2 * side, 2 * side), Image.Resampling.BOX)
+    thumb = thumb.resize((side, side), Image.Resampling.BILINEAR)
+    lab = rgb2lab(np.asarray(thumb))
+    res = tint_residual(lab)
+    view = np.concatenate(
+        [lab[..., :1] / 50.0 - 1.0, lab[..., 1:] / 40.0, res / 20.0], axis=-1
+    )
+    return np.ascontiguousarray(view.transpose(2, 0, 1), dtype=np.float32)
+
+
+def tint_spread(rgb: Image.Image, size: int = 256) -> float:
+    """How far (Lab a*b* units) the 99th-percentile pixel of a thumbnail departs from the tint
+    of its lightness (:func:`tint_residual`): about 0 for gray and toned prints."""
+    thumb = rgb.copy()
+    thumb.thumbnail((size, size), Image.Resampling.BOX)
+    residual = tint_residual(rgb2lab(np.asarray(thumb)))
+    return float(np.percentile(np.hypot(residual[..., 0], residual[..., 1]), 99))
+
+
 def colour_fraction(
     rgb: Image.Image, limits: ImageLimits = DEFAULT_LIMITS, size: int = 256
 ) -> float:
@@ -180,21 +236,8 @@ def colour_fraction(
     thumb.thumbnail((size, size), Image.Resampling.BOX)
     lab = rgb2lab(np.asarray(thumb))
     shape = lab.shape[:2]
-    lab = lab.reshape(-1, 3)
-    light = lab[:, 0]
-    bins = np.clip((light / 2.5).astype(np.int64), 0, 39)
-    order = np.argsort(bins, kind="stable")
-    ends = np.cumsum(np.bincount(bins, minlength=40))
-    starts = ends - np.bincount(bins, minlength=40)
-    by_bin = lab[order]
-    medians = np.array(
-        [np.median(by_bin[a:b], axis=0) for a, b in zip(starts, ends, strict=True) if b > a]
-    )
-    centre, tint_a, tint_b = medians[:, 0], medians[:, 1], medians[:, 2]
-    residual = np.hypot(
-        lab[:, 1] - np.interp(light, centre, tint_a),
-        lab[:, 2] - np.interp(light, centre, tint_b),
-    )
+    light = lab[..., 0].ravel()
+    residual = np.hypot(*tint_residual(lab).reshape(-1, 2).T)
     midtones = ((light >= 5) & (light <= 90)).reshape(shape)
     coloured = (residual > limits.chroma_threshold).reshape(shape) & midtones
     coloured = ndimage.binary_opening(coloured, structure=np.ones((3, 3), dtype=bool))
@@ -213,13 +256,27 @@ class ColourEvidence:
 
 
 def colour_evidence(rgb: Image.Image, limits: ImageLimits = DEFAULT_LIMITS) -> ColourEvidence:
-    """Decide whether ``rgb`` is a colour photograph or a monochrome one (toned, stained or
-    annotated monochrome included), with the evidence."""
-    fraction = colour_fraction(rgb, limits)
+    """Decide whether ``rgb`` is a colour photograph or a monochrome one (toned, stained, foxed,
+    cracked, stamped or annotated monochrome included), with the evidence.
+
+    A picture whose colour is one tint per lightness (:func:`tint_spread`) is monochrome at once.
+    Otherwise the colour judge (``koala/colour_judge.py``) looks at where the colour is and
+    whether it follows the picture; ``score`` is its probability that this is a colour
+    photograph. The detail also gives the share of pixels whose colour departs from one tint.
+    """
+    fraction, spread = colour_fraction(rgb, limits), tint_spread(rgb)
+    if spread < limits.one_tint_spread:
+        return ColourEvidence(0.0, False, f"one tint: 99% of pixels within {spread:.1f} of it")
+    import torch  # not at import: the CLI checks inputs before anything heavy loads
+
+    from koala.colour_judge import monochrome_probability
+
+    mono = float(monochrome_probability(torch.from_numpy(judge_view(rgb))[None])[0])
     return ColourEvidence(
-        fraction,
-        fraction >= limits.min_colour_fraction,
-        f"{fraction:.2%} of pixels carry colour beyond a single tint",
+        round(1.0 - mono, 4),
+        mono < limits.monochrome_probability,
+        f"colour judge: {1.0 - mono:.0%} a colour photograph"
+        f" ({fraction:.2%} of pixels depart from one tint)",
     )
 
 

@@ -58,7 +58,7 @@ RECORD_COLUMNS = [
     "format",
     "bytes",
     "reencoded",
-    "colour_fraction",
+    "colour_score",
     "caption",
     "label",
     "seconds",
@@ -66,7 +66,7 @@ RECORD_COLUMNS = [
 
 
 _INTS = ("width", "height", "orig_width", "orig_height", "bytes")
-_FLOATS = ("colour_fraction", "seconds")
+_FLOATS = ("colour_score", "seconds")
 RECORD_DTYPES = {
     c: "Int64" if c in _INTS else "float64" if c in _FLOATS else "object" for c in RECORD_COLUMNS
 } | {"ordinal": "int64", "reencoded": "boolean"}
@@ -127,7 +127,7 @@ def process_input(
             mode=decoded.mode,
             format=decoded.format,
         )
-        rec["colour_fraction"] = check_colour(decoded.rgb, limits)
+        rec["colour_score"] = check_colour(decoded.rgb, limits)
         rec["pixel_sha256"] = pixel_sha256(decoded.rgb)
         jpg = encode_jpeg(decoded, data)
         rec.update(status="accepted", bytes=len(jpg), reencoded=not decoded.clean_jpeg)

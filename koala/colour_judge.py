@@ -1,0 +1,80 @@
+"""The colour judge: a small CNN that tells a colour photograph from a monochrome print.
+
+Toned, stained, foxed, cracked, annotated and stamped monochrome prints carry colour that does
+not follow the picture; a faded colour photograph carries weak colour that does. The judge looks
+at a 192x192 view of the picture in CIE Lab plus its chroma beyond the lightness-conditional tint
+(see ``tasks.images.judge_view``) and gives the probability that the picture is monochrome.
+
+Its weights ship with Koala (``koala/colour_judge.safetensors``, about 1 MB, never unpickled);
+``bench/train_colour_judge.py`` is the recipe that made them and
+``docs/monochrome-calibration.md`` reports how well they do.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from koala.errors import KoalaError
+
+JUDGE_SIDE = 192  #: the judge's input is JUDGE_SIDE x JUDGE_SIDE
+JUDGE_CHANNELS = 5  #: L, a*, b*, and a*, b* beyond the tint of each lightness
+JUDGE_WEIGHTS = Path(__file__).with_name("colour_judge.safetensors")
+
+
+def _stage(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
+
+
+class ColourJudge(nn.Module):
+    """(B, 5, H, W) judge views -> (B,) logits of "monochrome"."""
+
+    def __init__(self, width: int = 24) -> None:
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            _stage(JUDGE_CHANNELS, w, 2),
+            _stage(w, w, 1),
+            _stage(w, 2 * w, 2),
+            _stage(2 * w, 2 * w, 1),
+            _stage(2 * w, 3 * w, 2),
+            _stage(3 * w, 4 * w, 2),
+            _stage(4 * w, 5 * w, 1),
+        )
+        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(10 * w, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        pooled = torch.cat([f.mean((2, 3)), f.amax((2, 3))], 1)
+        return self.head(pooled)[:, 0]
+
+
+def save_judge(model: ColourJudge, path: Path, meta: dict) -> None:
+    """Weights as safetensors with the recipe and results as string metadata."""
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"koala": json.dumps(meta)})
+
+
+@lru_cache(maxsize=1)
+def load_judge(path: str = str(JUDGE_WEIGHTS)) -> ColourJudge:
+    """The shipped judge in eval mode (loaded once per process)."""
+    try:
+        state = load_file(path)
+        model = ColourJudge()
+        model.load_state_dict(state)
+    except Exception as exc:  # a missing or damaged file is an installation fault
+        raise KoalaError(f"colour judge weights {path!r} cannot be loaded: {exc}") from None
+    return model.eval()
+
+
+def monochrome_probability(views: torch.Tensor) -> torch.Tensor:
+    """P(monochrome) for a batch of judge views (B, 5, H, W)."""
+    with torch.inference_mode():
+        return torch.sigmoid(load_judge()(views.float()))
