@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: venv
-	$(BIN)/python -m koala.demo
+	$(BIN)/python -m cli.demo
 
 test: venv
 	$(BIN)/ruff check .

@@ -177,7 +177,7 @@ def main() -> None:
         print(f"naive script: {slow:.2f} img/s", flush=True)
         memory = {}
         if not args.skip_memory:
-            cli = [sys.executable, "-m", "koala.cli", "colorize", "--registry", args.registry]
+            cli = [sys.executable, "-m", "cli.main", "colorize", "--registry", args.registry]
             big = work / "big"
             big.mkdir()
             big_tiff(big / "scan-50mp.tif")

@@ -101,7 +101,7 @@ def main() -> None:
     )
     result: dict = {"images": args.images}
     try:
-        koala = [sys.executable, "-m", "koala.cli", "build-dataset", "--shard-size", "1000"]
+        koala = [sys.executable, "-m", "cli.main", "build-dataset", "--shard-size", "1000"]
         peaks = {}
         for n in (args.small, args.images):
             out = tmp / f"koala-{n}"

@@ -1,7 +1,8 @@
 """Koala: batch colorization of grayscale photographs at archive scale.
 
-This package holds what every stage shares: typed settings, fsspec storage helpers and the
-``koala`` command line. The work itself lives in ``tasks/``, orchestration in ``flows/``.
+This package is the ground floor: typed settings, fsspec storage helpers and errors, which every
+other folder shares. The ``koala`` command lives in ``cli/``, the work in ``tasks/``,
+orchestration in ``flows/``.
 """
 
 __version__ = "0.1.0"

@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from cli.main import app
 from flows.colorize import colorize_archive
-from koala.cli import app
 from models.registry import build_model, model_dir, save_model
 from tasks.archive_index import compact_index, read_index
 from tasks.colorize import ColorizeConfig, colorize_batch, plan_batches, prepare_run
@@ -262,7 +262,7 @@ def test_disk_full_stops_in_one_line_and_rerun_completes(
         args = [
             sys.executable,
             "-m",
-            "koala.cli",
+            "cli.main",
             "colorize",
             "--input",
             str(src),

@@ -19,9 +19,9 @@ import webdataset as wds
 from PIL import Image
 from typer.testing import CliRunner
 
+from cli.main import app
 from flows.build_dataset import build_dataset
 from koala import storage
-from koala.cli import app
 from tasks.quality import DataQualityError
 from tasks.sources import OUTPUT_MARKER, enumerate_inputs
 from tests.conftest import FixtureServer
@@ -213,7 +213,7 @@ def _cli_env(prefect_api: str) -> dict[str, str]:
 
 
 def _koala(*args: str) -> list[str]:
-    return [sys.executable, "-m", "koala.cli", *args]
+    return [sys.executable, "-m", "cli.main", *args]
 
 
 def test_killed_run_resumes_to_the_same_output(

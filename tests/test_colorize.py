@@ -18,9 +18,9 @@ import tifffile
 from PIL import Image
 from typer.testing import CliRunner
 
+from cli.main import app
 from flows.colorize import colorize_archive
 from koala import storage
-from koala.cli import app
 from models.registry import build_model, save_model
 from tasks.colorize import INDEX_COLUMNS, output_names, relative_name
 from tasks.outputs import read_label
@@ -239,7 +239,7 @@ def test_kill_and_rerun_has_no_duplicate_and_no_missing_row(
     for i in range(24):
         (folder / f"s{i:02d}.png").write_bytes(encode(_gray(40 + i, (400, 300)), "PNG"))
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "koala.cli", "colorize", "--input", str(folder)]
+    args = [sys.executable, "-m", "cli.main", "colorize", "--input", str(folder)]
     args += ["--output", str(out), "--registry", registry, "--batch-size", "2", "--workers", "1"]
     env = _cli_env(prefect_server)
     proc = subprocess.Popen(

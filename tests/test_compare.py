@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from koala.cli import app
+from cli.main import app
 from models.backbones import CheckpointError
 from models.registry import ARCHITECTURES, build_model, options_for, save_model
 from tasks.colorize import ColorizeConfig, colorize_batch, prepare_run

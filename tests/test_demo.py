@@ -28,7 +28,7 @@ def test_demo_runs_the_deployment_on_the_local_stack(tmp_path: Path) -> None:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
     out = subprocess.run(
-        [sys.executable, "-m", "koala.demo", str(tmp_path / "demo")],
+        [sys.executable, "-m", "cli.demo", str(tmp_path / "demo")],
         cwd=ROOT,
         env=env,
         capture_output=True,

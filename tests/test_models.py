@@ -156,7 +156,7 @@ def test_shipped_models_are_found_when_the_root_has_none(
 
 
 def test_model_options_apply_only_where_the_config_has_them() -> None:
-    from koala.cli import _options
+    from cli.main import _options
     from models.registry import options_for
 
     opts = _options(["rebalance=0.85", "freeze_encoder=false", "note=abc"])

@@ -174,7 +174,7 @@ def test_hand_started_scheduler_gives_identical_features(
             [
                 sys.executable,
                 "-m",
-                "koala.cli",
+                "cli.main",
                 "preprocess",
                 "--data",
                 str(copy),
@@ -207,7 +207,7 @@ def test_hand_started_scheduler_gives_identical_features(
 def test_cli_errors_before_any_work(tmp_path: Path, dataset: Path) -> None:
     from typer.testing import CliRunner
 
-    from koala.cli import app
+    from cli.main import app
 
     r = CliRunner().invoke(app, ["preprocess", "--data", str(tmp_path / "nope")])
     assert r.exit_code == 2 and "does not exist" in r.output

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli.main import app
 from flows.build_dataset import build_dataset
-from koala.cli import app
 from models.registry import SHIPPED, SHIPPED_REGISTRY, champion, load_model
 from tasks.preprocess import preprocess_shard, write_features_index
 from tests.fixtures import colour_photo, encode

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from cli.main import app
 from flows.train import train_models
-from koala.cli import app
 from models.calibration import MAX_GAIN
 from models.registry import list_models, load_model
 from models.training import TrainConfig, checkpoint_dir, train_model
@@ -143,7 +143,7 @@ def test_sigterm_checkpoints_and_stops_the_cli(features: Path, prefect_server: s
     state = Path(checkpoint_dir(str(features), "koalarization")) / "state.json"
     state.unlink(missing_ok=True)
     env = os.environ | {"PREFECT_API_URL": prefect_server, "PYTHONPATH": str(root)}
-    cmd = [sys.executable, "-m", "koala.cli", "train", "--data", str(features)]
+    cmd = [sys.executable, "-m", "cli.main", "train", "--data", str(features)]
     proc = subprocess.Popen(
         [*cmd, "--models", "koalarization", "--epochs", "500", "--batch-size", "4"],
         env=env,
