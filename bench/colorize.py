@@ -71,11 +71,11 @@ def stages(paths: list[Path], out: Path, registry: str, batch: int) -> dict[str,
     """Seconds per image of each stage alone, one thread (as one Dask worker has)."""
     import torch
 
+    from koala.colour import colorize_lightness
+    from koala.outputs import encode_output
+    from koala.scans import read_scan
     from models.runtime import set_torch_threads
     from tasks.colorize import _predict, cached_colorizer
-    from tasks.colour import colorize_lightness
-    from tasks.outputs import encode_output
-    from tasks.scans import read_scan
 
     set_torch_threads()
     torch.set_num_threads(1)

@@ -41,7 +41,7 @@ from skimage.color import lab2rgb, rgb2lab
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from tasks.images import DEFAULT_LIMITS, colour_evidence  # noqa: E402
+from koala.images import DEFAULT_LIMITS, colour_evidence  # noqa: E402
 
 RECIPE = "monochrome-set-v2"
 SCAN_SIDE = 960  #: long side of every built scan (sources are resized to it)

@@ -109,8 +109,8 @@ def embedding_only(data: Path) -> tuple[float, int]:
     import webdataset as wds
     from PIL import Image
 
+    from koala.colour import padded_view_lab, resize_and_pad
     from models.backbones import load_backbone
-    from tasks.colour import padded_view_lab, resize_and_pad
     from tasks.preprocess import PreprocessConfig, embed
 
     torch.set_num_threads(1)

@@ -103,7 +103,7 @@ def build_dataset_cmd(
         from flows.build_dataset import build_dataset, preflight
 
         preflight(source, out, splits)
-        from tasks.sources import enumerate_inputs
+        from koala.sources import enumerate_inputs
 
         # Listing the sources here too costs a second pass over them, but a bad source then
         # fails as one clean line before Prefect starts (the flow checks again for deployments).

@@ -13,7 +13,8 @@ from prefect.logging import get_run_logger
 from flows.progress import track
 from infra.runners import task_runner
 from koala import storage
-from tasks.images import ImageLimits
+from koala.images import ImageLimits
+from koala.sources import check_output_apart, enumerate_inputs, mark_output
 from tasks.ingest import chunk_fingerprint, chunk_paths, ingest_chunk
 from tasks.quality import validate_dataset_index
 from tasks.shards import (
@@ -25,7 +26,6 @@ from tasks.shards import (
     write_index,
     write_shard,
 )
-from tasks.sources import check_output_apart, enumerate_inputs, mark_output
 
 PARALLEL_TASKS = 4  # ingest tasks in flight on the default thread runner
 _opts = {"cache_policy": NO_CACHE, "persist_result": False}

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from koala.colour import colourfulness, lab_to_rgb
 from models.blocks import AB_SCALE
-from tasks.colour import colourfulness, lab_to_rgb
 
 #: the gain is searched in [1, MAX_GAIN] to within GAIN_STEP
 MAX_GAIN = 2.0

@@ -8,9 +8,9 @@ import webdataset as wds
 from torch.utils.data import DataLoader
 
 from koala import storage
+from koala.colour import L_SCALE
 from koala.errors import KoalaError
 from models.blocks import AB_SCALE
-from tasks.colour import L_SCALE
 
 
 def feature_shards(root: str, backbone: str, split: str) -> list[str]:

@@ -26,13 +26,13 @@ from torch import nn
 from tqdm import tqdm
 
 from koala import storage
+from koala.colour import lab_to_rgb
 from models.blocks import AB_SCALE
 from models.calibration import collect_crops, fit_chroma_gain
 from models.data import feature_shards, make_loader, train_mean_ab_of
 from models.losses import box_mask
 from models.registry import build_model, load_model, options_for, save_model
 from models.runtime import resolve_device, set_torch_threads
-from tasks.colour import lab_to_rgb
 
 EMBEDDING_DIMS = {"efficientnet-lite0": 1280, "inception-resnet-v2": 1000}
 

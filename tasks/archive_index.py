@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from koala import storage
-from tasks.fetch import TRANSIENT_REASONS as FETCH_TRANSIENT
+from koala.fetch import TRANSIENT_REASONS as FETCH_TRANSIENT
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,27 @@ import torch
 from PIL import Image
 
 from koala import storage
+from koala.colour import colorize_lightness, working_views
 from koala.errors import KoalaError, one_line
+from koala.fetch import fetch, make_client
+from koala.images import DEFAULT_LIMITS, ImageLimits, Rejected
+from koala.outputs import (
+    FORMATS,
+    encode_output,
+    output_dtype,
+    read_provenance,
+    resolve_format,
+)
+from koala.scans import TREAT_AS, HasColour, Scan, read_scan
 from koala.settings import get_settings
+from koala.sources import (
+    InputRef,
+    check_listed_inputs_apart,
+    check_output_apart,
+    enumerate_inputs,
+    mark_output,
+)
+from koala.uris import split_member_uri
 from models.calibration import predict_ab
 from models.registry import load_model
 from models.runtime import inference_mode, resolve_device, set_torch_threads
@@ -44,26 +63,7 @@ from tasks.archive_index import (
     now,
     plan_names,
 )
-from tasks.colour import colorize_lightness, working_views
-from tasks.fetch import fetch, make_client
-from tasks.images import DEFAULT_LIMITS, ImageLimits, Rejected
-from tasks.outputs import (
-    FORMATS,
-    encode_output,
-    output_dtype,
-    read_provenance,
-    resolve_format,
-)
 from tasks.preprocess import cached_backbone
-from tasks.scans import TREAT_AS, HasColour, Scan, read_scan
-from tasks.sources import (
-    InputRef,
-    check_listed_inputs_apart,
-    check_output_apart,
-    enumerate_inputs,
-    mark_output,
-    split_member_uri,
-)
 
 __all__ = ["INDEX_COLUMNS", "ColorizeConfig", "OutputError", "colorize_batch", "prepare_run"]
 #: OS errors on the output that end a run: retrying the next image cannot help

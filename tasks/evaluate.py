@@ -20,13 +20,13 @@ import webdataset as wds
 from PIL import Image
 
 from koala import storage
+from koala.colour import lab_to_rgb, merge_full_resolution, resize_and_pad, rgb_to_lab
 from koala.errors import KoalaError
+from koala.metrics import frechet_distance, image_metrics
 from models.backbones import load_backbone
 from models.calibration import predict_ab
 from models.data import feature_shards
 from models.registry import load_model
-from tasks.colour import lab_to_rgb, merge_full_resolution, resize_and_pad, rgb_to_lab
-from tasks.metrics import frechet_distance, image_metrics
 
 BASELINES = ("gray", "mean_ab")
 #: higher is better for these; lower for the rest (gaps and differences as absolute values)

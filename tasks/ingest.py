@@ -23,9 +23,8 @@ import pandas as pd
 
 from koala import storage
 from koala.errors import one_line
-from koala.settings import get_settings
-from tasks.fetch import fetch, make_client
-from tasks.images import (
+from koala.fetch import fetch, make_client
+from koala.images import (
     DEFAULT_LIMITS,
     ImageLimits,
     Rejected,
@@ -34,7 +33,8 @@ from tasks.images import (
     encode_jpeg,
     pixel_sha256,
 )
-from tasks.sources import InputRef
+from koala.settings import get_settings
+from koala.sources import InputRef
 
 T = TypeVar("T")
 R = TypeVar("R")

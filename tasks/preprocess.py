@@ -21,9 +21,9 @@ import webdataset as wds
 from PIL import Image
 
 from koala import storage
+from koala.colour import colourfulness, model_views
 from models.backbones import EmbeddingBackbone, load_backbone
 from models.runtime import resolve_device, set_torch_threads
-from tasks.colour import colourfulness, model_views
 
 #: bump when the feature shard layout changes, so old features are recomputed
 FEATURES_FORMAT = 1

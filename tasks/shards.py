@@ -17,8 +17,8 @@ import pandas as pd
 import webdataset as wds
 
 from koala import storage
+from koala.uris import split_member_uri
 from tasks.ingest import RECORD_COLUMNS
-from tasks.sources import split_member_uri
 
 SPLITS = ("train", "val", "test")
 #: fixed tar member mtime, so that the same samples give byte-identical shards

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import save_file
 from skimage import data
 
+from koala.colour import resize_and_pad, rgb_to_lab
 from models.backbones import CheckpointError, load_backbone
 from models.inception_resnet_v2 import InceptionResNetV2
-from tasks.colour import resize_and_pad, rgb_to_lab
 
 
 def gray_view(img: np.ndarray, size: int = 299) -> torch.Tensor:

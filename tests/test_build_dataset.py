@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 from cli.main import app
 from flows.build_dataset import build_dataset
 from koala import storage
+from koala.sources import OUTPUT_MARKER, enumerate_inputs
 from tasks.quality import DataQualityError
-from tasks.sources import OUTPUT_MARKER, enumerate_inputs
 from tests.conftest import FixtureServer
 from tests.fixtures import (
     colour_photo,

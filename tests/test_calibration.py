@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from koala.colour import rgb_to_lab
 from models.blocks import AB_SCALE
 from models.calibration import colourfulness_ratio, fit_chroma_gain, predict_ab
-from tasks.colour import rgb_to_lab
 from tests.fixtures import colour_photo
 
 

@@ -21,11 +21,11 @@ from typer.testing import CliRunner
 from cli.main import app
 from flows.colorize import colorize_archive
 from koala import storage
+from koala.outputs import read_label
+from koala.scans import HasColour, read_scan
+from koala.sources import InputRef
 from models.registry import build_model, save_model
 from tasks.colorize import INDEX_COLUMNS, output_names, relative_name
-from tasks.outputs import read_label
-from tasks.scans import HasColour, read_scan
-from tasks.sources import InputRef
 from tests.fixtures import colour_photo, encode, sepia, truncated_jpeg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,7 +170,7 @@ def test_hostile_collection_through_the_flow(
 
 
 def test_png_and_jpeg_outputs_are_labelled(tmp_path: Path, registry: str) -> None:
-    from tasks.outputs import encode_output
+    from koala.outputs import encode_output
 
     rgb = np.asarray(colour_photo(1))
     for fmt in ("jpg", "png", "tiff"):

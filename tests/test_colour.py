@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from skimage.color import rgb2lab
 
-from tasks.colour import (
+from koala.colour import (
     colourfulness,
     decode_lab,
     encode_lab,
@@ -89,7 +89,7 @@ def test_resize_does_not_touch_the_input() -> None:
 
 
 def test_padded_view_lab_equals_converting_the_whole_square() -> None:
-    from tasks.colour import padded_view_lab
+    from koala.colour import padded_view_lab
 
     view, box = resize_and_pad(colour_photo(5, (300, 120)), 200)
     fast, full = padded_view_lab(view, box), rgb_to_lab(view)
@@ -102,7 +102,7 @@ def test_padded_view_lab_equals_converting_the_whole_square() -> None:
 def test_gray_working_views_equal_the_rgb_path() -> None:
     from skimage import data
 
-    from tasks.colour import model_views, working_views
+    from koala.colour import model_views, working_views
 
     img = Image.fromarray(data.camera()).resize((333, 250))
     fast, full = working_views(img), model_views(img.convert("RGB"))
@@ -114,7 +114,7 @@ def test_gray_working_views_equal_the_rgb_path() -> None:
 def test_colorize_lightness_matches_the_reference_merge() -> None:
     from skimage import data
 
-    from tasks.colour import colorize_lightness, merge_full_resolution
+    from koala.colour import colorize_lightness, merge_full_resolution
 
     rgb = np.asarray(Image.fromarray(data.astronaut()).resize((401, 300)))
     lab = rgb_to_lab(rgb)

@@ -14,10 +14,10 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from cli.main import app
+from koala.outputs import read_label
 from models.backbones import CheckpointError
 from models.registry import ARCHITECTURES, build_model, options_for, save_model
 from tasks.colorize import ColorizeConfig, colorize_batch, prepare_run
-from tasks.outputs import read_label
 from tests.fixtures import colour_photo, encode
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from tasks.outputs import read_label
+from koala.outputs import read_label
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

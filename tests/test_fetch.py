@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.fetch import TRANSIENT_REASONS, fetch, make_client
-from tasks.images import Rejected
+from koala.fetch import TRANSIENT_REASONS, fetch, make_client
+from koala.images import Rejected
 from tests.conftest import FixtureServer
 from tests.fixtures import colour_photo, encode
 

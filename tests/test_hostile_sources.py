@@ -22,10 +22,10 @@ import pytest
 
 from flows.build_dataset import build_dataset
 from koala import storage
+from koala.fetch import TRANSIENT_REASONS, fetch, make_client
+from koala.images import Rejected
 from koala.settings import get_settings
-from tasks.fetch import TRANSIENT_REASONS, fetch, make_client
-from tasks.images import Rejected
-from tasks.sources import (
+from koala.sources import (
     OUTPUT_MARKER,
     SourceError,
     check_output_apart,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.images import (
+from koala.images import (
     DEFAULT_LIMITS,
     ImageLimits,
     Rejected,

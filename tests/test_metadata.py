@@ -17,8 +17,7 @@ import tifffile
 from PIL import Image, ImageCms
 from skimage.color import rgb2lab
 
-from tasks.colorize import ColorizeConfig, _write_output
-from tasks.outputs import (
+from koala.outputs import (
     DIGITAL_SOURCE_TYPE,
     FORMAT_CHOICES,
     encode_output,
@@ -27,7 +26,8 @@ from tasks.outputs import (
     read_metadata,
     resolve_format,
 )
-from tasks.scans import read_scan
+from koala.scans import read_scan
+from tasks.colorize import ColorizeConfig, _write_output
 from tests.fixtures import colour_photo
 
 LABEL = "Colorized by Koala unet@v9"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.colour import merge_full_resolution, rgb_to_lab
-from tasks.metrics import frechet_distance, image_metrics
+from koala.colour import merge_full_resolution, rgb_to_lab
+from koala.metrics import frechet_distance, image_metrics
 
 
 def test_metrics_match_hand_computation() -> None:

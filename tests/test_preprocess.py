@@ -18,7 +18,7 @@ from PIL import Image
 from flows.build_dataset import build_dataset
 from flows.preprocess import preprocess
 from infra.runners import dask_runner
-from tasks.colour import decode_lab, lab_to_rgb, resize_and_pad
+from koala.colour import decode_lab, lab_to_rgb, resize_and_pad
 from tasks.preprocess import PreprocessConfig, cache_key
 from tasks.quality import DataQualityError, validate_features_index
 from tests.conftest import free_port

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.sources import SourceError, enumerate_inputs
+from koala.sources import SourceError, enumerate_inputs
 from tests.fixtures import colour_photo, encode
 
 

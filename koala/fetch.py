@@ -19,9 +19,9 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from koala import storage
 from koala.errors import one_line
+from koala.images import Rejected
 from koala.settings import get_settings
-from tasks.images import Rejected
-from tasks.sources import ARCHIVE_SCHEMES, FETCHABLE_SCHEMES, archive_fs, scheme, split_member_uri
+from koala.uris import ARCHIVE_SCHEMES, FETCHABLE_SCHEMES, archive_fs, scheme, split_member_uri
 
 USER_AGENT = "koala-ingest/0.1"
 

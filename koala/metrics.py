@@ -16,7 +16,7 @@ from scipy import linalg
 from skimage.color import rgb2hsv
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from tasks.colour import colourfulness
+from koala.colour import colourfulness
 
 AUC_THRESHOLDS = np.arange(0, 151)  # a*b* distance thresholds, Zhang et al.
 REPORT_THRESHOLDS = (2, 5, 10, 20)

@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 from skimage.color import rgb2lab
 
-from tasks.colour import gray_lightness_table, rgb_to_lab
-from tasks.images import (
+from koala.colour import gray_lightness_table, rgb_to_lab
+from koala.images import (
     DEFAULT_LIMITS,
     ColourEvidence,
     ImageLimits,
@@ -27,7 +27,7 @@ from tasks.images import (
     open_image,
     to_rgb,
 )
-from tasks.outputs import SourceMetadata, read_metadata
+from koala.outputs import SourceMetadata, read_metadata
 
 GRAY_8 = frozenset({"1", "L", "LA", "La"})
 GRAY_16 = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})

@@ -31,21 +31,16 @@ import pandas as pd
 from fsspec.implementations.local import LocalFileSystem
 
 from koala import storage
-from koala.errors import KoalaError, one_line
-from tasks.images import IMAGE_EXTENSIONS
+from koala.errors import one_line
+from koala.images import IMAGE_EXTENSIONS
+from koala.uris import FETCHABLE_SCHEMES, SourceError, archive_fs, scheme, split_member_uri
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 LIST_SUFFIXES = (".txt", ".csv", ".parquet")
 PRESETS = ("imagenet", "flickr8k", "flickr30k")
-FETCHABLE_SCHEMES = ("http", "https")
-ARCHIVE_SCHEMES = ("tar", "zip")
 #: a file that every Koala run writes at the root of its output folder; listing a folder never
 #: descends into a directory that holds it, so Koala's own outputs are never read as input
 OUTPUT_MARKER = ".koala-output"
-
-
-class SourceError(KoalaError):
-    """A ``--source`` that cannot be read: missing, empty or of an unsupported kind."""
 
 
 @dataclass(frozen=True)
@@ -70,12 +65,6 @@ class InputRef:
         return d
 
 
-def scheme(uri: str) -> str:
-    """The URL scheme of ``uri`` (``file`` for plain paths)."""
-    head, sep, _ = uri.partition("://")
-    return head.lower() if sep else "file"
-
-
 def check_scheme(uri: str, what: str) -> None:
     """Raise :class:`SourceError` unless fsspec can open ``uri``'s scheme here."""
     s = scheme(uri)
@@ -87,16 +76,6 @@ def check_scheme(uri: str, what: str) -> None:
         raise SourceError(
             f"{what} {uri!r}: unsupported URL scheme {s!r} ({one_line(exc)})"
         ) from None
-
-
-def split_member_uri(uri: str) -> tuple[str, str, str] | None:
-    """``(protocol, member, archive)`` of an archive member URI ``tar://MEMBER::ARCHIVE`` (split
-    at the last ``::``, so a member name may hold ``::``); None for any other URI."""
-    s = scheme(uri)
-    if s not in ARCHIVE_SCHEMES or "::" not in uri:
-        return None
-    member, _, archive = uri[len(s) + 3 :].rpartition("::")
-    return s, member, archive
 
 
 def has_image_suffix(path: str) -> bool:
@@ -161,20 +140,6 @@ def _list_tree(url: str, source: str) -> list[dict]:
     if not any(has_image_suffix(e["uri"]) for e in out):
         raise SourceError(f"source {source!r}: no images found under {url}")
     return out
-
-
-def archive_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """An fsspec filesystem over an archive and the protocol prefix of its members."""
-    lower = url.lower()
-    protocol = "zip" if lower.endswith(".zip") else "tar"
-    compression = "gzip" if lower.endswith((".tar.gz", ".tgz")) else None
-    storage.configure_fsspec()
-    kwargs = {"compression": compression} if protocol == "tar" else {}
-    try:
-        fs = fsspec.filesystem(protocol, fo=url, **kwargs)
-    except Exception as exc:
-        raise SourceError(f"source {url!r}: cannot open archive ({one_line(exc)})") from None
-    return fs, protocol
 
 
 def _list_archive(url: str, source: str, subdir: str = "") -> list[dict]:
@@ -312,7 +277,7 @@ def _flickr(path: str, source: str) -> list[dict]:
 
 def _download_remote_archive(url: str, staging: str) -> str:
     """Copy an HTTP(S) archive into the staging area once, so members can be read at random."""
-    from tasks.fetch import download_to  # local import: fetch depends on httpx
+    from koala.fetch import download_to  # local import: fetch depends on httpx
 
     name = hashlib.sha256(url.encode()).hexdigest()[:16] + "-" + posixpath.basename(url)
     target = storage.join(staging, "downloads", name)
