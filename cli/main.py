@@ -289,7 +289,7 @@ def train_cmd(
     _prepare_environment(None)
     try:
         from flows.train import train_models
-        from models.training import stop_on_signals
+        from koala.lifecycle import stop_on_signals
 
         with stop_on_signals():  # Ctrl-C / SIGTERM: checkpoint, then stop (--resume goes on)
             results = train_models(
@@ -308,9 +308,9 @@ def train_cmd(
     except KoalaError as exc:
         _fail(str(exc))
     except BaseException:
-        from models.training import STOP
+        from koala.lifecycle import stop_requested
 
-        if STOP.is_set():
+        if stop_requested():
             _fail("interrupted: checkpoints saved; run the same command with --resume", 130)
         raise
     for r in results:
@@ -393,7 +393,7 @@ def compare_cmd(
     _prepare_environment(None)
     try:
         from flows.compare import compare_models
-        from models.training import stop_on_signals
+        from koala.lifecycle import stop_on_signals
         from tasks.evaluate import report_path
 
         with stop_on_signals():

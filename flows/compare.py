@@ -11,8 +11,9 @@ from flows.evaluate import evaluate_task
 from flows.train import check_training_inputs, train_task
 from infra.runners import task_runner
 from koala import storage
+from koala.lifecycle import stop_on_signals
 from models.registry import load_card
-from models.training import TrainConfig, stop_on_signals
+from models.training import TrainConfig
 from tasks import compare
 from tasks.evaluate import report_path
 

@@ -12,9 +12,10 @@ from prefect.logging import get_run_logger
 from flows.progress import track
 from infra.runners import task_runner
 from koala.errors import KoalaError
+from koala.lifecycle import stop_on_signals
 from models.data import feature_shards
 from models.registry import ARCHITECTURES
-from models.training import TrainConfig, stop_on_signals, train_model
+from models.training import TrainConfig, train_model
 
 _opts = {"cache_policy": NO_CACHE, "persist_result": False}
 

@@ -5,4 +5,6 @@ other folder shares. The ``koala`` command lives in ``cli/``, the work in ``task
 orchestration in ``flows/``.
 """
 
-__version__ = "0.1.0"
+from koala.version import __version__
+
+__all__ = ["__version__"]

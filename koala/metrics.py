@@ -20,6 +20,8 @@ from koala.colour import colourfulness
 
 AUC_THRESHOLDS = np.arange(0, 151)  # a*b* distance thresholds, Zhang et al.
 REPORT_THRESHOLDS = (2, 5, 10, 20)
+#: higher is better for these; lower for the rest (gaps and differences as absolute values)
+HIGHER_IS_BETTER = {"psnr", "ssim", "ab_auc", "ab_acc_2", "ab_acc_5", "ab_acc_10", "ab_acc_20"}
 
 
 def image_metrics(

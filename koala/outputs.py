@@ -34,7 +34,7 @@ import numpy as np
 import pyexiv2
 from PIL import Image, ImageCms, PngImagePlugin
 
-import koala
+from koala.version import __version__
 
 #: concrete output formats and their file suffixes
 FORMATS = {"jpg": ".jpg", "png": ".png", "tiff": ".tif"}
@@ -367,7 +367,7 @@ def _exif_changes(meta: SourceMetadata, prov: Provenance, icc_kept: bool) -> dic
     if not icc_kept and str(exif.get("Exif.Photo.ColorSpace", "1")) != "1":
         exif["Exif.Photo.ColorSpace"] = "1"  # the pixels are sRGB and carry no other profile
     if not str(exif.get("Exif.Image.Software", "")).strip():
-        exif["Exif.Image.Software"] = f"Koala {koala.__version__}"
+        exif["Exif.Image.Software"] = f"Koala {__version__}"
     if not meta.caption:
         exif["Exif.Image.ImageDescription"] = words
     elif not str(exif.get("Exif.Photo.UserComment", "")).replace("charset=", "").strip(" \x00"):
@@ -404,7 +404,7 @@ def _xmp_changes(
     if "Xmp.dc.format" in existing:
         changes["Xmp.dc.format"] = _MIME[fmt]
     if not str(existing.get("Xmp.xmp.CreatorTool", "")).strip():
-        changes["Xmp.xmp.CreatorTool"] = f"Koala {koala.__version__}"
+        changes["Xmp.xmp.CreatorTool"] = f"Koala {__version__}"
     if not meta.caption:
         changes["Xmp.dc.description"] = {'lang="x-default"': words}
     if "Xmp.xmpMM.InstanceID" in existing:  # a new file: a new instance, derived from the old
@@ -416,7 +416,7 @@ def _xmp_changes(
         changes["Xmp.xmpMM.History"] = 'type="Seq"'
     event = f"Xmp.xmpMM.History[{n}]/stEvt:"
     changes[event + "action"] = "edited"
-    changes[event + "softwareAgent"] = f"Koala {koala.__version__}"
+    changes[event + "softwareAgent"] = f"Koala {__version__}"
     changes[event + "parameters"] = words
     changes[event + "changed"] = "/"
     return changes

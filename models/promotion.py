@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from koala import storage
+from koala.metrics import HIGHER_IS_BETTER
 from models.registry import (
     SHIPPED,
     copy_version,
@@ -17,7 +18,6 @@ from models.registry import (
     resolve,
     versions,
 )
-from tasks.evaluate import HIGHER_IS_BETTER
 
 
 def current_champion(root: str, name: str) -> str | None:

@@ -21,9 +21,9 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-import koala
 from koala import storage
 from koala.errors import KoalaError, one_line
+from koala.version import __version__
 from models.autoencoder import Autoencoder, AutoencoderConfig
 from models.gan import GAN, GANConfig
 from models.koalarization import Koalarization, KoalarizationConfig
@@ -98,7 +98,7 @@ def save_model(root: str, name: str, model: nn.Module, card: dict[str, Any]) -> 
         "config": asdict(model.config),
         "weights_sha256": digest,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "code_version": koala.__version__,
+        "code_version": __version__,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **{k: v for k, v in card.items() if k not in ("name", "version")},
     }

@@ -4,17 +4,14 @@ the best epoch is registered in the model registry."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import math
 import random
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -27,6 +24,7 @@ from tqdm import tqdm
 
 from koala import storage
 from koala.colour import lab_to_rgb
+from koala.lifecycle import stop_on_signals, stop_requested
 from models.blocks import AB_SCALE
 from models.calibration import collect_crops, fit_chroma_gain
 from models.data import feature_shards, make_loader, train_mean_ab_of
@@ -65,39 +63,6 @@ def seed_everything(seed: int) -> None:
 
 def checkpoint_dir(root: str, name: str) -> str:
     return storage.join(root, "checkpoints", name)
-
-
-#: set by SIGTERM / SIGINT (see :func:`stop_on_signals`); training checkpoints and stops
-STOP = threading.Event()
-
-
-def request_stop(*_: object) -> None:
-    """Ask running training loops to checkpoint and stop after the current batch."""
-    STOP.set()
-
-
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """While training runs (in this thread or a flow's task thread), SIGTERM (a scheduler
-    stopping us) and SIGINT (Ctrl-C) make it checkpoint and stop; a second Ctrl-C aborts."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # the process's main thread (the CLI) installs the handlers
-        return
-    STOP.clear()
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def handler(signum: int, frame: object) -> None:
-        if STOP.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        request_stop()
-
-    for sig in previous:
-        signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, h in previous.items():
-            signal.signal(sig, h)
 
 
 Optimizers = dict[str, torch.optim.Optimizer]
@@ -250,7 +215,7 @@ def train_model(
                         totals[key] = totals.get(key, 0.0) + value * len(light)
                     count += len(light)
                     bar.set_postfix({k: f"{v / count:.4f}" for k, v in totals.items()})
-                    if STOP.is_set():
+                    if stop_requested():
                         raise KeyboardInterrupt("stop requested")
                     if budget and time.perf_counter() - started > budget:
                         over_budget = True

@@ -22,15 +22,13 @@ from PIL import Image
 from koala import storage
 from koala.colour import lab_to_rgb, merge_full_resolution, resize_and_pad, rgb_to_lab
 from koala.errors import KoalaError
-from koala.metrics import frechet_distance, image_metrics
+from koala.metrics import HIGHER_IS_BETTER, frechet_distance, image_metrics
 from models.backbones import load_backbone
 from models.calibration import predict_ab
 from models.data import feature_shards
 from models.registry import load_model
 
 BASELINES = ("gray", "mean_ab")
-#: higher is better for these; lower for the rest (gaps and differences as absolute values)
-HIGHER_IS_BETTER = {"psnr", "ssim", "ab_auc", "ab_acc_2", "ab_acc_5", "ab_acc_10", "ab_acc_20"}
 
 
 def split_samples(root: str, backbone: str, split: str) -> Iterator[tuple[str, bytes, dict]]:
