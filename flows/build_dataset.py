@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from flows.progress import track
-from infra.runners import task_runner
+from infra.runners import DeferredRunner, task_runner
 from koala import storage
 from koala.images import ImageLimits
 from koala.sources import check_output_apart, enumerate_inputs, mark_output
@@ -53,7 +53,11 @@ def preflight(sources: list[str], out: str, splits: str) -> dict[str, float] | N
     return ratios
 
 
-@flow(name="build-dataset", task_runner=task_runner(threads=PARALLEL_TASKS), log_prints=True)
+#: a thread pool of PARALLEL_TASKS, or Dask when a scheduler is configured (built when a run starts)
+RUNNER = DeferredRunner(task_runner, threads=PARALLEL_TASKS)
+
+
+@flow(name="build-dataset", task_runner=RUNNER, log_prints=True)
 def build_dataset(
     sources: list[str],
     out: str,

@@ -11,7 +11,7 @@ from prefect.logging import get_run_logger
 from prefect.states import Failed
 
 from flows.progress import track
-from infra.runners import dask_runner
+from infra.runners import DeferredRunner, dask_runner
 from koala.settings import get_settings
 from tasks.archive_index import RunPlan, compact_index
 from tasks.colorize import (
@@ -44,7 +44,7 @@ def _subplan(plan: RunPlan, group: list) -> RunPlan:
     )
 
 
-@flow(name="colorize-archive", task_runner=dask_runner(), log_prints=True)
+@flow(name="colorize-archive", task_runner=DeferredRunner(dask_runner), log_prints=True)
 def colorize_archive(
     input: str,
     output: str,

@@ -9,7 +9,7 @@ from prefect.logging import get_run_logger
 
 from flows.evaluate import evaluate_task
 from flows.train import check_training_inputs, train_task
-from infra.runners import task_runner
+from infra.runners import DeferredRunner, task_runner
 from koala import storage
 from koala.lifecycle import stop_on_signals
 from models.registry import load_card
@@ -21,7 +21,7 @@ from tasks.evaluate import report_path
 MAX_EPOCHS = 1000
 
 
-@flow(name="compare-models", task_runner=task_runner(threads=1), log_prints=True)
+@flow(name="compare-models", task_runner=DeferredRunner(task_runner, threads=1), log_prints=True)
 def compare_models(
     data: str,
     report: str,

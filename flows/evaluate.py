@@ -6,14 +6,14 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from infra.runners import task_runner
+from infra.runners import DeferredRunner, task_runner
 from tasks.evaluate import evaluate_models as evaluate_task_fn
 from tasks.evaluate import report_path
 
 evaluate_task = task(evaluate_task_fn, name="evaluate", cache_policy=NO_CACHE, persist_result=False)
 
 
-@flow(name="evaluate-models", task_runner=task_runner(threads=1), log_prints=True)
+@flow(name="evaluate-models", task_runner=DeferredRunner(task_runner, threads=1), log_prints=True)
 def evaluate_models(
     data: str,
     models: list[str],

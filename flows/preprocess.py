@@ -7,7 +7,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from flows.progress import track
-from infra.runners import dask_runner
+from infra.runners import DeferredRunner, dask_runner
 from koala import storage
 from koala.errors import KoalaError
 from models.backbones import BACKBONES
@@ -35,7 +35,7 @@ def dataset_shards(data: str) -> list[str]:
     return shards
 
 
-@flow(name="preprocess", task_runner=dask_runner(), log_prints=True)
+@flow(name="preprocess", task_runner=DeferredRunner(dask_runner), log_prints=True)
 def preprocess(
     data: str,
     backbone: str = "efficientnet-lite0",

@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from flows.progress import track
-from infra.runners import task_runner
+from infra.runners import DeferredRunner, task_runner
 from koala.errors import KoalaError
 from koala.lifecycle import stop_on_signals
 from models.data import feature_shards
@@ -60,7 +60,7 @@ def check_training_inputs(data: str, models: list[str], backbone: str) -> None:
     feature_shards(data, backbone, "val")
 
 
-@flow(name="train-models", task_runner=task_runner(threads=1), log_prints=True)
+@flow(name="train-models", task_runner=DeferredRunner(task_runner, threads=1), log_prints=True)
 def train_models(
     data: str,
     models: list[str],

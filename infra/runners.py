@@ -1,8 +1,14 @@
-"""Which Prefect task runner a flow uses, decided by configuration (``KOALA_DASK_ADDRESS``)."""
+"""Which Prefect task runner a flow uses, decided by configuration (``KOALA_DASK_ADDRESS``).
+
+Flows name their runner with :class:`DeferredRunner`, so importing a flow reads no settings and
+configures nothing: the real runner is built when the flow runs."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import dask
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -50,3 +56,18 @@ def dask_runner(address: str | None = None, workers: int | None = None) -> TaskR
             "dashboard_address": None,
         },
     )
+
+
+class DeferredRunner(TaskRunner):
+    """Stands in a ``@flow`` decorator; the real runner is built when the flow runs (Prefect
+    calls :meth:`duplicate` on entering a run), from the settings of that moment."""
+
+    def __init__(self, build: Callable[..., TaskRunner], *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self._make = partial(build, *args, **kwargs)
+
+    def duplicate(self) -> TaskRunner:
+        return self._make()
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a placeholder: Prefect runs the task runner that duplicate() builds")

@@ -13,8 +13,6 @@ from skimage.color import lab2rgb, rgb2lab
 PAD_COLOUR = (255, 255, 255)
 #: stored L is uint8 = round(L * 255 / 100); stored a*b* are int8 = round(clip(ab, -128, 127))
 L_SCALE = 255.0 / 100.0
-# predicted a*b* may fall outside the sRGB gamut; lab_to_rgb clips, as intended
-warnings.filterwarnings("ignore", message="Conversion from CIE-LAB", category=UserWarning)
 
 
 def fit_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
@@ -101,7 +99,11 @@ def working_views(img: Image.Image, encoder_size: int = 200, embed_size: int = 2
 
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
     """CIE Lab back to uint8 sRGB (out-of-gamut colours clipped)."""
-    return (np.clip(lab2rgb(lab), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    with warnings.catch_warnings():
+        # predicted a*b* may fall outside the sRGB gamut; we clip, as intended
+        warnings.filterwarnings("ignore", message="Conversion from CIE-LAB", category=UserWarning)
+        rgb = lab2rgb(lab)
+    return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def encode_lab(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -14,11 +14,6 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 from skimage.color import rgb2lab
 
-# We check the pixel count ourselves (``max_pixels``) before decoding, with a clear reason;
-# PIL's own global bomb guard would raise a warning or error with a less useful message.
-Image.MAX_IMAGE_PIXELS = None
-ImageFile.LOAD_TRUNCATED_IMAGES = False
-
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "TIFF", "WEBP", "BMP"})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"})
 _ORIENTATION_TAG = 0x0112
@@ -80,9 +75,20 @@ class OpenedImage:
     frames: int
 
 
+def pil_guards() -> None:
+    """Pillow's process-wide settings for untrusted bytes; idempotent, called before decoding.
+
+    We check the pixel count ourselves (``max_pixels``) before decoding, with a clear reason;
+    PIL's own global bomb guard would raise a warning or error with a less useful message.
+    A truncated file is an error, never a silently grey-filled image."""
+    Image.MAX_IMAGE_PIXELS = None
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
 def open_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> OpenedImage:
     """Fully decode ``data`` without changing its mode; raise :class:`Rejected` when it is not
     a usable image (empty, unknown, unsupported, corrupt, truncated, too large or too small)."""
+    pil_guards()
     if not data:
         raise Rejected("empty", "zero-byte file")
     try:

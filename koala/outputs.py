@@ -21,6 +21,7 @@ when free, EXIF UserComment (where EXIF readers that show comments will show the
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import struct
@@ -49,7 +50,6 @@ DIGITAL_SOURCE_TYPE = (
     "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
 )
 KOALA_NS = "https://github.com/koala-colorize/ns/1.0/"
-pyexiv2.registerNs(KOALA_NS, "koala")
 #: Exiv2's XMP toolkit is not safe across threads: one metadata job at a time per process
 _EXIV2 = threading.RLock()
 log = logging.getLogger(__name__)
@@ -131,6 +131,18 @@ _XMP_DROP = tuple(
 )
 _MIME = {"jpg": "image/jpeg", "png": "image/png", "tiff": "image/tiff"}
 _RESOLUTION_UNITS = {2: "INCH", 3: "CENTIMETER"}
+
+
+@functools.cache
+def _koala_ns() -> None:
+    """Tell Exiv2 the ``koala`` XMP prefix, once per process, before its first use."""
+    pyexiv2.registerNs(KOALA_NS, "koala")
+
+
+def _exiv2_image(data: bytes) -> pyexiv2.ImageData:
+    """An Exiv2 image over ``data`` with the ``koala`` namespace known (hold ``_EXIV2``)."""
+    _koala_ns()
+    return pyexiv2.ImageData(data)
 
 
 def label(model: str, version: str) -> str:
@@ -220,7 +232,7 @@ def read_metadata(data: bytes) -> SourceMetadata:
 
 def _read_metadata(data: bytes) -> SourceMetadata:
     try:
-        img = pyexiv2.ImageData(data)
+        img = _exiv2_image(data)
     except Exception as exc:
         return SourceMetadata(error=f"metadata not readable ({exc})")
     try:
@@ -444,7 +456,7 @@ def encode_output(
     icc_kept = rgb_icc(meta.icc)
     pixels = _encode_pixels(rgb, fmt, meta.resolution, quality)
     with _EXIV2:
-        img = pyexiv2.ImageData(pixels)
+        img = _exiv2_image(pixels)
         del pixels
         try:
             _modify(img.modify_exif, _exif_changes(meta, prov, icc_kept), meta.exif_encoding)
@@ -482,7 +494,7 @@ def read_label(data: bytes) -> str | None:
     """The Koala label of an encoded output (XMP koala:label, else EXIF ImageDescription or
     the PNG Description text of older outputs); None if absent."""
     with _EXIV2:
-        img = pyexiv2.ImageData(data)
+        img = _exiv2_image(data)
         try:
             found = img.read_xmp().get("Xmp.koala.label")
             if not found:
@@ -499,7 +511,7 @@ def read_provenance(data: bytes) -> dict[str, str]:
     and ``modelVersion`` from its XMP (empty for a file Koala did not write)."""
     try:
         with _EXIV2:
-            img = pyexiv2.ImageData(data)
+            img = _exiv2_image(data)
             try:
                 xmp = img.read_xmp()
             finally:

@@ -22,6 +22,7 @@ from PIL import Image
 from koala import storage
 from koala.colour import lab_to_rgb, merge_full_resolution, resize_and_pad, rgb_to_lab
 from koala.errors import KoalaError
+from koala.images import pil_guards
 from koala.metrics import HIGHER_IS_BETTER, frechet_distance, image_metrics
 from models.backbones import load_backbone
 from models.calibration import predict_ab
@@ -94,6 +95,7 @@ def evaluate_models(
     names = list(BASELINES) + list(models)
     rows, pooled = [], {n: [] for n in [*names, "ground_truth"]}
     grid: list[dict] = []
+    pil_guards()  # stored images may exceed Pillow's own pixel limit (--max-pixels)
     for i, (key, jpg, feat) in enumerate(split_samples(root, backbone, split)):
         rgb = np.asarray(Image.open(io.BytesIO(jpg)).convert("RGB"))
         lab = rgb_to_lab(rgb)

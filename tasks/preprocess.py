@@ -22,6 +22,7 @@ from PIL import Image
 
 from koala import storage
 from koala.colour import colourfulness, model_views
+from koala.images import pil_guards
 from models.backbones import EmbeddingBackbone, load_backbone
 from models.runtime import resolve_device, set_torch_threads
 
@@ -106,6 +107,7 @@ def npy(array: np.ndarray) -> bytes:
 
 def image_views(jpg: bytes, cfg: PreprocessConfig) -> dict:
     """Everything about one image but its embedding: views, Lab, boxes and statistics."""
+    pil_guards()  # stored images may exceed Pillow's own pixel limit (--max-pixels)
     img = Image.open(io.BytesIO(jpg)).convert("RGB")
     views = model_views(img, cfg.encoder_size, cfg.embed_size)
     lab, enc_rgb = views.pop("lab"), views.pop("rgb")
