@@ -110,11 +110,12 @@ def naive(paths: list[Path], out: Path, registry: str) -> float:
 
     from models.backbones import load_backbone
     from models.blocks import AB_SCALE
+    from models.config import DEFAULT_BACKBONE
     from models.registry import load_model
 
     torch.set_num_threads(1)
     model, _ = load_model(registry, "unet")  # float32, as loaded, one image at a time
-    backbone = load_backbone("efficientnet-lite0").eval()
+    backbone = load_backbone(DEFAULT_BACKBONE).eval()
     t0 = time.perf_counter()
     for i, path in enumerate(paths):
         gray = io.imread(path)

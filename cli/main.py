@@ -11,6 +11,16 @@ from typing import Annotated
 import typer
 
 from koala.errors import KoalaError
+from koala.images import ImageLimits
+from koala.params import call_with, pick
+from models.config import CALIBRATION_TARGET, DEFAULT_BACKBONE, FLAGSHIP, TrainConfig
+from tasks.config import (
+    BuildConfig,
+    ColorizeConfig,
+    CompareConfig,
+    EvaluateConfig,
+    PreprocessConfig,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -39,6 +49,21 @@ def _options(pairs: list[str]) -> dict:
         except json.JSONDecodeError:
             out[key.strip()] = value
     return out
+
+
+#: options that several commands share
+Backbone = Annotated[str, typer.Option(help="efficientnet-lite0 or inception-resnet-v2.")]
+Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+Samples = Annotated[int, typer.Option(min=0, help="Images in the sample grid.")]
+Workers = Annotated[int | None, typer.Option(min=1, help="Local Dask workers.")]
+Scheduler = Annotated[str | None, typer.Option(help="Existing Dask scheduler.")]
+#: --device's default: the flows' None (KOALA_DEVICE, else the GPU when there is one)
+AUTO = "auto"
+
+
+def _device(choice: str) -> str | None:
+    """A ``--device`` for the flows: ``auto`` is their default (None)."""
+    return None if choice == AUTO else choice
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -87,17 +112,24 @@ def build_dataset_cmd(
         ),
     ],
     out: Annotated[str, typer.Option(help="Dataset root (local path or s3://).")],
-    shard_size: Annotated[int, typer.Option(min=1, help="Samples per shard.")] = 1000,
+    shard_size: Annotated[
+        int, typer.Option(min=1, help="Samples per shard.")
+    ] = BuildConfig.shard_size,
     splits: Annotated[
         str, typer.Option(help="train,val,test ratios, or 'folders' (train/val/test dirs).")
-    ] = "0.9,0.05,0.05",
-    chunk_size: Annotated[int, typer.Option(min=1, help="Most inputs per ingest task.")] = 256,
-    min_side: Annotated[int, typer.Option(min=1)] = 64,
-    max_pixels: Annotated[int, typer.Option(min=1)] = 89_478_485,
-    max_rejected_fraction: Annotated[float, typer.Option(min=0, max=1)] = 0.5,
+    ] = BuildConfig.splits,
+    chunk_size: Annotated[
+        int, typer.Option(min=1, help="Most inputs per ingest task.")
+    ] = BuildConfig.chunk_size,
+    min_side: Annotated[int, typer.Option(min=1)] = ImageLimits.min_side,
+    max_pixels: Annotated[int, typer.Option(min=1)] = ImageLimits.max_pixels,
+    max_rejected_fraction: Annotated[
+        float, typer.Option(min=0, max=1)
+    ] = BuildConfig.max_rejected_fraction,
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address.")] = None,
 ) -> None:
     """Download, validate and shard image sources into WebDataset tars with a Parquet index."""
+    params = dict(locals())
     _prepare_environment(scheduler)
     try:
         from flows.build_dataset import build_dataset, preflight
@@ -108,16 +140,7 @@ def build_dataset_cmd(
         # Listing the sources here too costs a second pass over them, but a bad source then
         # fails as one clean line before Prefect starts (the flow checks again for deployments).
         enumerate_inputs(source, f"{out.rstrip('/')}/_staging")
-        stats = build_dataset(
-            sources=source,
-            out=out,
-            shard_size=shard_size,
-            splits=splits,
-            chunk_size=chunk_size,
-            min_side=min_side,
-            max_pixels=max_pixels,
-            max_rejected_fraction=max_rejected_fraction,
-        )
+        stats = call_with(build_dataset, params, sources=source)
     except (KoalaError, ValueError) as exc:
         _fail(str(exc).splitlines()[0] if isinstance(exc, ValueError) else str(exc))
     typer.echo(
@@ -129,17 +152,22 @@ def build_dataset_cmd(
 @app.command("preprocess")
 def preprocess_cmd(
     data: Annotated[str, typer.Option(help="Dataset root made by build-dataset.")],
-    backbone: Annotated[
-        str, typer.Option(help="efficientnet-lite0 or inception-resnet-v2.")
-    ] = "efficientnet-lite0",
+    backbone: Backbone = PreprocessConfig.backbone,
     weights: Annotated[
         str | None, typer.Option(help="Backbone checkpoint (timm key names for IRv2).")
-    ] = None,
-    workers: Annotated[int | None, typer.Option(min=1, help="Local Dask workers.")] = None,
-    scheduler: Annotated[str | None, typer.Option(help="Existing Dask scheduler.")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Default: 4 CPU, 64 GPU.")] = None,
+    ] = PreprocessConfig.weights,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help=f"Default: {PreprocessConfig.CPU_BATCH} CPU, {PreprocessConfig.GPU_BATCH} GPU.",
+        ),
+    ] = PreprocessConfig.batch_size,
 ) -> None:
     """Resize-and-pad to 200/299, CIE Lab and global embeddings into feature shards, on Dask."""
+    params = dict(locals())
     _prepare_environment(scheduler)
     try:
         from flows.preprocess import dataset_shards, preprocess
@@ -149,7 +177,7 @@ def preprocess_cmd(
         dataset_shards(data)
         load_backbone(backbone, weights)  # fail fast on a missing or mismatched checkpoint
         flow = preprocess.with_options(task_runner=dask_runner(scheduler, workers))
-        result = flow(data=data, backbone=backbone, weights=weights, batch_size=batch_size)
+        result = call_with(flow, params)
     except KoalaError as exc:
         _fail(str(exc))
     typer.echo(
@@ -183,66 +211,57 @@ def colorize_cmd(
     ],
     model: Annotated[
         str, typer.Option(help="NAME[@VERSION] from the registry (no version: the champion).")
-    ] = "unet",
+    ] = FLAGSHIP,
     format: Annotated[
         str,
         typer.Option(
             help="auto (keep the input's format and bit depth: TIFF stays TIFF, 16-bit stays "
             "16-bit), jpg, png or tiff."
         ),
-    ] = "auto",
+    ] = ColorizeConfig.format,
     treat_as: Annotated[
         str,
         typer.Option(
             help="auto: skip photographs that already have colour; monochrome: colorize every "
             "input; colour: skip every colour-mode input."
         ),
-    ] = "auto",
+    ] = ColorizeConfig.treat_as,
     recolor: Annotated[
         bool, typer.Option(help="Same as --treat-as monochrome.", hidden=True)
     ] = False,
     saturation: Annotated[
         float, typer.Option(help="Colour strength: 1 as predicted, 0 gray, >1 more vivid.")
-    ] = 1.0,
+    ] = ColorizeConfig.saturation,
     retry_failed: Annotated[
         bool,
         typer.Option(help="Also redo inputs that failed for a permanent reason (corrupt, ...)."),
-    ] = False,
+    ] = ColorizeConfig.retry_failed,
     registry: Annotated[
         str | None, typer.Option(help="Dataset root whose models/ to use (KOALA_DATA_ROOT).")
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per model forward.")] = 8,
-    workers: Annotated[int | None, typer.Option(min=1, help="Local Dask workers.")] = None,
-    scheduler: Annotated[str | None, typer.Option(help="Existing Dask scheduler.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Images per model forward.")
+    ] = ColorizeConfig.batch_size,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    device: Device = AUTO,
 ) -> None:
     """Colorize a collection at full resolution: labelled outputs that keep the input's
     metadata, a Parquet index and a contact sheet. Inputs done with the same model version are
     skipped; transient failures and changed inputs are redone."""
+    params = dict(locals())
     _prepare_environment(scheduler)
-    treat_as = "monochrome" if recolor else treat_as
+    params["treat_as"] = "monochrome" if recolor else treat_as
+    params["device"] = _device(device)
     try:
         from flows.colorize import colorize_archive
         from infra.runners import dask_runner
-        from koala.settings import get_settings
-        from tasks.colorize import ColorizeConfig, prepare_run
+        from tasks.colorize import prepare_run, resolve_registry
 
-        registry = registry or get_settings().data_root
-        options = {"format": format, "treat_as": treat_as, "saturation": saturation}
-        prepare_run(input, ColorizeConfig(registry, model, output, **options))  # fail fast
+        params["registry"] = resolve_registry(registry)
+        prepare_run(input, pick(ColorizeConfig, params))  # fail fast
         flow = colorize_archive.with_options(task_runner=dask_runner(scheduler, workers))
-        state = flow(
-            input=input,
-            output=output,
-            model=model,
-            retry_failed=retry_failed,
-            registry=registry,
-            batch_size=batch_size,
-            device=None if device == "auto" else device,
-            return_state=True,
-            **options,
-        )
-        result = _outcome(state)
+        result = _outcome(call_with(flow, params, return_state=True))
     except KoalaError as exc:
         _fail(str(exc))
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result["counts"].items()))
@@ -263,15 +282,15 @@ def train_cmd(
             "autoencoder, pretrained_encoder, gan."
         ),
     ],
-    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    epochs: Annotated[int, typer.Option(min=1)] = TrainConfig.epochs,
     budget_minutes: Annotated[
         float | None, typer.Option(help="Same wall-clock budget for every model.")
-    ] = None,
-    backbone: Annotated[str, typer.Option()] = "efficientnet-lite0",
-    batch_size: Annotated[int, typer.Option(min=1)] = 16,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    ] = TrainConfig.budget_minutes,
+    backbone: Backbone = DEFAULT_BACKBONE,
+    batch_size: Annotated[int, typer.Option(min=1)] = TrainConfig.batch_size,
+    device: Device = AUTO,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoints.")] = False,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option()] = TrainConfig.seed,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="KEY=VALUE for the models' configs, e.g. finetune_after=3."),
@@ -283,27 +302,22 @@ def train_cmd(
             help="Calibrate a chroma gain so val colourfulness reaches this fraction of the "
             "ground truth's (e.g. 0.85).",
         ),
-    ] = None,
+    ] = TrainConfig.colour_target,
 ) -> None:
     """Train models on feature shards and register the best epoch of each."""
+    params = dict(locals())
     _prepare_environment(None)
     try:
         from flows.train import train_models
         from koala.lifecycle import stop_on_signals
 
         with stop_on_signals():  # Ctrl-C / SIGTERM: checkpoint, then stop (--resume goes on)
-            results = train_models(
-                data=data,
+            results = call_with(
+                train_models,
+                params,
                 models=_names(models),
-                backbone=backbone,
-                epochs=epochs,
-                budget_minutes=budget_minutes,
-                batch_size=batch_size,
-                device=None if device == "auto" else device,
-                resume=resume,
-                seed=seed,
+                device=_device(device),
                 options=_options(set_ or []),
-                colour_target=colour_target,
             )
     except KoalaError as exc:
         _fail(str(exc))
@@ -325,24 +339,18 @@ def evaluate_cmd(
     data: Annotated[str, typer.Option(help="Dataset root with features and models.")],
     models: Annotated[str, typer.Option(help="Comma-separated NAME[@VERSION].")],
     report: Annotated[str, typer.Option(help="Folder for metrics, summary and index.html.")],
-    split: Annotated[str, typer.Option(help="test, val or train.")] = "test",
-    backbone: Annotated[str, typer.Option()] = "efficientnet-lite0",
-    samples: Annotated[int, typer.Option(min=0, help="Images in the sample grid.")] = 8,
+    split: Annotated[str, typer.Option(help="test, val or train.")] = EvaluateConfig.split,
+    backbone: Backbone = DEFAULT_BACKBONE,
+    samples: Samples = EvaluateConfig.samples,
 ) -> None:
     """Evaluate models and the gray / mean-ab baselines at full resolution; write a report."""
+    params = dict(locals())
     _prepare_environment(None)
     try:
         from flows.evaluate import evaluate_models
         from tasks.evaluate import report_path
 
-        summary = evaluate_models(
-            data=data,
-            models=_names(models),
-            report=report,
-            backbone=backbone,
-            split=split,
-            samples=samples,
-        )
+        summary = call_with(evaluate_models, params, models=_names(models))
     except KoalaError as exc:
         _fail(str(exc))
     _print_summary(summary)
@@ -369,27 +377,28 @@ def compare_cmd(
     report: Annotated[str, typer.Option(help="Folder for the comparison report.")],
     budget_minutes: Annotated[
         float, typer.Option(min=0.01, help="Wall-clock training minutes per model.")
-    ] = 10.0,
+    ] = CompareConfig.budget_minutes,
     models: Annotated[
         str | None, typer.Option(help="Comma-separated subset (default: every model).")
     ] = None,
-    split: Annotated[str, typer.Option(help="Split to score (test; val if there is none).")] = (
-        "test"
-    ),
-    backbone: Annotated[str, typer.Option()] = "efficientnet-lite0",
-    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    split: Annotated[
+        str, typer.Option(help="Split to score (test; val if there is none).")
+    ] = EvaluateConfig.split,
+    backbone: Backbone = DEFAULT_BACKBONE,
+    batch_size: Annotated[int, typer.Option(min=1)] = CompareConfig.batch_size,
     colour_target: Annotated[
         float | None,
         typer.Option(min=0.0, help="Chroma calibration target for every model; 0 turns it off."),
-    ] = 0.8,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    samples: Annotated[int, typer.Option(min=0, help="Images in the sample grid.")] = 8,
+    ] = CompareConfig.colour_target,
+    device: Device = AUTO,
+    samples: Samples = EvaluateConfig.samples,
     patience: Annotated[
         int | None,
         typer.Option(min=1, help="Early stopping (default: every model uses the whole budget)."),
-    ] = None,
+    ] = CompareConfig.patience,
 ) -> None:
     """Train every model for the same budget on the same data and compare them in one report."""
+    params = dict(locals())
     _prepare_environment(None)
     try:
         from flows.compare import compare_models
@@ -397,18 +406,12 @@ def compare_cmd(
         from tasks.evaluate import report_path
 
         with stop_on_signals():
-            summary = compare_models(
-                data=data,
-                report=report,
-                budget_minutes=budget_minutes,
+            summary = call_with(
+                compare_models,
+                params,
                 models=_names(models) if models else None,
-                backbone=backbone,
-                split=split,
-                batch_size=batch_size,
                 colour_target=colour_target or None,
-                device=None if device == "auto" else device,
-                samples=samples,
-                patience=patience,
+                device=_device(device),
             )
     except KoalaError as exc:
         _fail(str(exc))
@@ -476,7 +479,7 @@ def models_calibrate_cmd(
     data: Annotated[str, typer.Option(help="Dataset root with val features and models/.")],
     colour_target: Annotated[
         float, typer.Option(min=0.0, help="Val colourfulness as a fraction of the truth's.")
-    ] = 0.8,
+    ] = CALIBRATION_TARGET,
 ) -> None:
     """Register a copy of a model (same weights) with its chroma gain fitted on val."""
     from models.training import calibrate_registered

@@ -6,15 +6,16 @@ import json
 import time
 
 import pandas as pd
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 from prefect.logging import get_run_logger
 
 from flows.progress import track
+from flows.stages import stage
 from infra.runners import DeferredRunner, task_runner
 from koala import storage
 from koala.images import ImageLimits
 from koala.sources import check_output_apart, enumerate_inputs, mark_output
+from tasks.config import BuildConfig
 from tasks.ingest import chunk_fingerprint, chunk_paths, ingest_chunk
 from tasks.quality import validate_dataset_index
 from tasks.shards import (
@@ -28,10 +29,9 @@ from tasks.shards import (
 )
 
 PARALLEL_TASKS = 4  # ingest tasks in flight on the default thread runner
-_opts = {"cache_policy": NO_CACHE, "persist_result": False}
-ingest_task = task(ingest_chunk, name="ingest-chunk", retries=1, **_opts)
-write_shard_task = task(write_shard, name="write-shard", retries=1, **_opts)
-validate_task = task(validate_dataset_index, name="validate-dataset-index", **_opts)
+ingest_task = stage(ingest_chunk, "ingest-chunk", retries=1)
+write_shard_task = stage(write_shard, "write-shard", retries=1)
+validate_task = stage(validate_dataset_index, "validate-dataset-index")
 
 
 def balanced_chunk_size(n_inputs: int, max_size: int, min_size: int = 16) -> int:
@@ -61,13 +61,13 @@ RUNNER = DeferredRunner(task_runner, threads=PARALLEL_TASKS)
 def build_dataset(
     sources: list[str],
     out: str,
-    shard_size: int = 1000,
-    splits: str = "0.9,0.05,0.05",
-    chunk_size: int = 256,  # at most; see balanced_chunk_size
-    min_side: int = 64,
-    max_pixels: int = 89_478_485,
-    max_rejected_fraction: float = 0.5,
-    keep_staging: bool = False,
+    shard_size: int = BuildConfig.shard_size,
+    splits: str = BuildConfig.splits,
+    chunk_size: int = BuildConfig.chunk_size,  # at most; see balanced_chunk_size
+    min_side: int = ImageLimits.min_side,
+    max_pixels: int = ImageLimits.max_pixels,
+    max_rejected_fraction: float = BuildConfig.max_rejected_fraction,
+    keep_staging: bool = BuildConfig.keep_staging,
 ) -> dict:
     """Ingest ``sources`` into ``out``: ``shards/{split}-{n}.tar``, ``index.parquet``, stats JSON.
 

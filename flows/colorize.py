@@ -5,26 +5,27 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 from prefect.logging import get_run_logger
 from prefect.states import Failed
 
 from flows.progress import track
+from flows.stages import stage
 from infra.runners import DeferredRunner, dask_runner
-from koala.settings import get_settings
+from koala.params import pick
+from models.config import FLAGSHIP
 from tasks.archive_index import RunPlan, compact_index
 from tasks.colorize import (
-    ColorizeConfig,
     colorize_blocks,
     group_batches,
     plan_batches,
     prepare_run,
+    resolve_registry,
 )
+from tasks.config import ColorizeConfig
 from tasks.contact_sheet import write_contact_sheet
 
-_opts = {"cache_policy": NO_CACHE, "persist_result": False}
-colorize_task = task(colorize_blocks, name="colorize-batches", retries=1, **_opts)
+colorize_task = stage(colorize_blocks, "colorize-batches", retries=1)
 
 
 def _describe(result: dict) -> str:
@@ -48,14 +49,14 @@ def _subplan(plan: RunPlan, group: list) -> RunPlan:
 def colorize_archive(
     input: str,
     output: str,
-    model: str = "unet",
-    format: str = "auto",
-    treat_as: str = "auto",
-    saturation: float = 1.0,
-    retry_failed: bool = False,
+    model: str = FLAGSHIP,
+    format: str = ColorizeConfig.format,
+    treat_as: str = ColorizeConfig.treat_as,
+    saturation: float = ColorizeConfig.saturation,
+    retry_failed: bool = ColorizeConfig.retry_failed,
     registry: str | None = None,
-    batch_size: int = 8,
-    device: str | None = None,
+    batch_size: int = ColorizeConfig.batch_size,
+    device: str | None = ColorizeConfig.device,
 ) -> dict:
     """Colorize every image of ``input`` (folder, ``s3://`` prefix, tar/zip or URL list) into
     ``output/images/``, write ``output/index/`` and ``output/contact_sheet.html``. ``model`` is
@@ -63,18 +64,8 @@ def colorize_archive(
     model shipped with Koala. Inputs already done with this model version are skipped; failures
     for a transient reason (and all failures with ``retry_failed``) and changed inputs are
     redone. A full or broken output ends the run Failed with one line; a rerun resumes."""
+    cfg = pick(ColorizeConfig, locals(), registry=resolve_registry(registry))
     log = get_run_logger()
-    cfg = ColorizeConfig(
-        registry=registry or get_settings().data_root,
-        model=model,
-        output=output,
-        format=format,
-        treat_as=treat_as,
-        saturation=saturation,
-        retry_failed=retry_failed,
-        batch_size=batch_size,
-        device=device,
-    )
     refs, plan, card, index = prepare_run(input, cfg)
     spec = f"{card['name']}@{card['version']}"
     cfg = replace(cfg, model=spec)  # every worker uses this version, whatever is promoted

@@ -12,47 +12,39 @@ from flows.train import check_training_inputs, train_task
 from infra.runners import DeferredRunner, task_runner
 from koala import storage
 from koala.lifecycle import stop_on_signals
+from koala.params import pick
+from models.config import DEFAULT_BACKBONE, TrainConfig
 from models.registry import load_card
-from models.training import TrainConfig
 from tasks import compare
+from tasks.config import CompareConfig, EvaluateConfig
 from tasks.evaluate import report_path
-
-#: epochs is only a ceiling: the budget ends training (and paces its cosine schedule)
-MAX_EPOCHS = 1000
 
 
 @flow(name="compare-models", task_runner=DeferredRunner(task_runner, threads=1), log_prints=True)
 def compare_models(
     data: str,
     report: str,
-    budget_minutes: float = 10.0,
+    budget_minutes: float = CompareConfig.budget_minutes,
     models: list[str] | None = None,
-    backbone: str = "efficientnet-lite0",
-    split: str = "test",
-    batch_size: int = 8,
-    colour_target: float | None = 0.8,
-    device: str | None = None,
-    seed: int = 0,
-    samples: int = 8,
-    patience: int | None = None,
+    backbone: str = DEFAULT_BACKBONE,
+    split: str = EvaluateConfig.split,
+    batch_size: int = CompareConfig.batch_size,
+    colour_target: float | None = CompareConfig.colour_target,
+    device: str | None = TrainConfig.device,
+    seed: int = TrainConfig.seed,
+    samples: int = EvaluateConfig.samples,
+    patience: int | None = CompareConfig.patience,
 ) -> dict:
     """Train ``models`` (default: all of them) with the same budget, then evaluate them. By
     default every model trains for the whole budget (no early stopping; its best val epoch is
     kept); ``patience`` stops a model after that many epochs without val improvement."""
+    most = CompareConfig.max_epochs  # a ceiling: the budget ends training (and paces its cosine)
+    cfg = pick(TrainConfig, locals(), epochs=most, patience=patience or most)
     log = get_run_logger()
     models = list(models or compare.COMPARED)
     check_training_inputs(data, models, backbone)
     counts = compare.split_counts(data, backbone)
     scored, note = compare.scored_split(counts, split)
-    cfg = TrainConfig(
-        epochs=MAX_EPOCHS,
-        budget_minutes=budget_minutes,
-        batch_size=batch_size,
-        device=device,
-        seed=seed,
-        colour_target=colour_target,
-        patience=patience or MAX_EPOCHS,
-    )
     log.info("comparing %s: %g min each on %s", ", ".join(models), budget_minutes, data)
     cards = {}
     with stop_on_signals():
@@ -71,6 +63,7 @@ def compare_models(
         "<img src='curves.png' alt='training curves' style='max-width:100%'>"
     )
     specs = [f"{name}@{card['version']}" for name, card in cards.items()]
-    summary = evaluate_task(data, specs, report, backbone, scored, samples, intro, appendix)
+    scoring = EvaluateConfig(split=scored, samples=samples)
+    summary = evaluate_task(data, specs, report, backbone, scoring, intro, appendix)
     log.info("report: %s", report_path(report))
     return summary

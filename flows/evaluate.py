@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 from prefect.logging import get_run_logger
 
+from flows.stages import stage
 from infra.runners import DeferredRunner, task_runner
-from tasks.evaluate import evaluate_models as evaluate_task_fn
-from tasks.evaluate import report_path
+from koala.params import pick
+from models.config import DEFAULT_BACKBONE
+from tasks import evaluate
+from tasks.config import EvaluateConfig
 
-evaluate_task = task(evaluate_task_fn, name="evaluate", cache_policy=NO_CACHE, persist_result=False)
+evaluate_task = stage(evaluate.evaluate_models, "evaluate")
 
 
 @flow(name="evaluate-models", task_runner=DeferredRunner(task_runner, threads=1), log_prints=True)
@@ -18,13 +20,14 @@ def evaluate_models(
     data: str,
     models: list[str],
     report: str,
-    backbone: str = "efficientnet-lite0",
-    split: str = "test",
-    samples: int = 8,
+    backbone: str = DEFAULT_BACKBONE,
+    split: str = EvaluateConfig.split,
+    samples: int = EvaluateConfig.samples,
 ) -> dict:
     """Score ``models`` (``name[@version]``) and the gray / mean-ab baselines on ``split``."""
+    cfg = pick(EvaluateConfig, locals())
     log = get_run_logger()
-    summary = evaluate_task(data, models, report, backbone, split, samples)
+    summary = evaluate_task(data, models, report, backbone, cfg)
     for name, m in summary.items():
         log.info(
             "%s: PSNR %.2f dB, SSIM %.3f, ab MAE %.2f, colourfulness x%.2f of truth, FD-lite0 %.1f",
@@ -35,5 +38,5 @@ def evaluate_models(
             m["colourfulness_ratio"],
             m["fd_lite0"],
         )
-    log.info("report: %s", report_path(report))
+    log.info("report: %s", evaluate.report_path(report))
     return summary

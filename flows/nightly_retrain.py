@@ -17,23 +17,25 @@ from flows.preprocess import preprocess
 from flows.train import train_models
 from koala import storage
 from koala.errors import KoalaError
+from models.config import FLAGSHIP, TrainConfig
 from models.promotion import current_champion, decide, record_decision
+from tasks.config import BuildConfig, EvaluateConfig, NightlyConfig
 
 
 @flow(name="nightly-retrain", log_prints=True)
 def nightly_retrain(
     sources: list[str],
     data: str,
-    model: str = "unet",
-    epochs: int = 30,
-    budget_minutes: float | None = 60.0,
-    batch_size: int = 16,
-    colour_target: float | None = 0.85,
-    metric: str = "psnr",
-    margin: float = 0.05,
-    split: str = "test",
-    shard_size: int = 1000,
-    splits: str = "0.9,0.05,0.05",
+    model: str = FLAGSHIP,
+    epochs: int = TrainConfig.epochs,
+    budget_minutes: float | None = NightlyConfig.budget_minutes,
+    batch_size: int = TrainConfig.batch_size,
+    colour_target: float | None = NightlyConfig.colour_target,
+    metric: str = NightlyConfig.metric,
+    margin: float = NightlyConfig.margin,
+    split: str = EvaluateConfig.split,
+    shard_size: int = BuildConfig.shard_size,
+    splits: str = BuildConfig.splits,
 ) -> dict:
     """Retrain ``model`` on ``sources`` (ingested into the dataset root ``data``) and promote
     the challenger if it beats the champion on ``metric`` by ``margin`` on ``split``."""

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 from prefect.logging import get_run_logger
 
 from flows.progress import track
+from flows.stages import stage
 from infra.runners import DeferredRunner, dask_runner
 from koala import storage
 from koala.errors import KoalaError
-from models.backbones import BACKBONES
-from tasks.preprocess import (
-    PreprocessConfig,
-    features_dir,
-    preprocess_shard,
-    write_features_index,
-)
+from koala.params import pick
+from models.backbones import BACKBONE_INFO, BACKBONES
+from tasks.config import PreprocessConfig
+from tasks.preprocess import features_dir, preprocess_shard, write_features_index
 from tasks.quality import validate_features_index
 
-_opts = {"cache_policy": NO_CACHE, "persist_result": False}
-preprocess_task = task(preprocess_shard, name="preprocess-shard", retries=1, **_opts)
-validate_task = task(validate_features_index, name="validate-features-index", **_opts)
-EMBEDDING_DIMS = {"efficientnet-lite0": 1280, "inception-resnet-v2": 1000}
+preprocess_task = stage(preprocess_shard, "preprocess-shard", retries=1)
+validate_task = stage(validate_features_index, "validate-features-index")
 
 
 def dataset_shards(data: str) -> list[str]:
@@ -38,17 +33,17 @@ def dataset_shards(data: str) -> list[str]:
 @flow(name="preprocess", task_runner=DeferredRunner(dask_runner), log_prints=True)
 def preprocess(
     data: str,
-    backbone: str = "efficientnet-lite0",
-    weights: str | None = None,
-    batch_size: int | None = None,
+    backbone: str = PreprocessConfig.backbone,
+    weights: str | None = PreprocessConfig.weights,
+    batch_size: int | None = PreprocessConfig.batch_size,
 ) -> dict:
     """Write ``features/{backbone}/{shard}.tar`` for every shard of ``data``, one Dask task per
     shard, then ``features/{backbone}/index.parquet``, validated by the features suite."""
+    cfg = pick(PreprocessConfig, locals())
     log = get_run_logger()
     if backbone not in BACKBONES:
         raise KoalaError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
     shards = dataset_shards(data)
-    cfg = PreprocessConfig(backbone=backbone, weights=weights, batch_size=batch_size)
     log.info("%d shard(s) of %s with backbone %s", len(shards), data, backbone)
     futures = [preprocess_task.submit(s, data, cfg) for s in shards]
     results = list(
@@ -71,7 +66,7 @@ def preprocess(
     quality = validate_task(
         index,
         expected_rows=int((accepted["status"] == "accepted").sum()),
-        embedding_dim=EMBEDDING_DIMS[backbone],
+        embedding_dim=BACKBONE_INFO[backbone].embedding_dim,
         encoder_size=cfg.encoder_size,
     )
     log.info("features: %d samples in %d shard(s) under %s", len(index), len(results), out)

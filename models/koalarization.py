@@ -7,13 +7,15 @@ from dataclasses import dataclass
 
 import torch
 
+from models.backbones import LITE0_INFO
 from models.base import Colorizer
 from models.blocks import FusionLayer, KoalaDecoder, KoalaEncoder
 
 
 @dataclass(frozen=True)
 class KoalarizationConfig:
-    embedding_dim: int = 1280  # 1000 with Inception-ResNet-v2 embeddings, as in the paper
+    #: 1000 with Inception-ResNet-v2 embeddings, as in the paper
+    embedding_dim: int = LITE0_INFO.embedding_dim
     width: int = 64
 
 

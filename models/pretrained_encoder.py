@@ -17,13 +17,14 @@ from torch import nn
 from models.backbones import LITE0_CHANNELS, lite0_encoder, lite0_features
 from models.base import Colorizer
 from models.blocks import resize, up_bn_relu
+from models.config import EFFICIENTNET_LITE0
 
 DECODER = (256, 128, 64, 32, 16)
 
 
 @dataclass(frozen=True)
 class PretrainedEncoderConfig:
-    encoder: str = "efficientnet-lite0"  # or "xception"
+    encoder: str = EFFICIENTNET_LITE0  # or "xception"
     #: Xception's checkpoint (timm key names); EfficientNet-Lite0's ships with Koala
     encoder_weights: str | None = None
     pretrained: bool = True
@@ -40,7 +41,7 @@ class PretrainedEncoder(Colorizer):
     def __init__(self, config: PretrainedEncoderConfig = PretrainedEncoderConfig()) -> None:
         super().__init__()
         self.config = config
-        if config.encoder == "efficientnet-lite0":
+        if config.encoder == EFFICIENTNET_LITE0:
             self.encoder = lite0_encoder(config.pretrained)
             channels = LITE0_CHANNELS[-1]
         elif config.encoder == "xception":

@@ -12,7 +12,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -25,34 +25,14 @@ from tqdm import tqdm
 from koala import storage
 from koala.colour import lab_to_rgb
 from koala.lifecycle import stop_on_signals, stop_requested
+from models.backbones import BACKBONE_INFO
 from models.blocks import AB_SCALE
 from models.calibration import collect_crops, fit_chroma_gain
+from models.config import DEFAULT_BACKBONE, TrainConfig
 from models.data import feature_shards, make_loader, train_mean_ab_of
 from models.losses import box_mask
 from models.registry import build_model, load_model, options_for, save_model
 from models.runtime import resolve_device, set_torch_threads
-
-EMBEDDING_DIMS = {"efficientnet-lite0": 1280, "inception-resnet-v2": 1000}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How a model is trained; recorded in its card."""
-
-    epochs: int = 30
-    budget_minutes: float | None = None
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    patience: int = 5
-    seed: int = 0
-    device: str | None = None
-    workers: int = 0
-    #: fit a chroma gain so that val colourfulness reaches this fraction of the ground truth's
-    #: (see models/calibration.py); None leaves the outputs as trained
-    colour_target: float | None = None
-    #: random crops for models without a global embedding (whose crops would not match it)
-    crop_size: int = 176
 
 
 def seed_everything(seed: int) -> None:
@@ -130,7 +110,7 @@ def evaluate_val(model: nn.Module, loader, device: torch.device) -> dict[str, fl
 def train_model(
     root: str,
     name: str,
-    backbone: str = "efficientnet-lite0",
+    backbone: str = DEFAULT_BACKBONE,
     cfg: TrainConfig = TrainConfig(),
     resume: bool = False,
     log: Callable[[str], None] = print,
@@ -140,7 +120,7 @@ def train_model(
     seed_everything(cfg.seed)
     set_torch_threads()
     device = resolve_device(cfg.device)
-    options = {"embedding_dim": EMBEDDING_DIMS[backbone], **(model_options or {})}
+    options = {"embedding_dim": BACKBONE_INFO[backbone].embedding_dim, **(model_options or {})}
     model = build_model(name, **options_for(name, options)).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -333,8 +313,8 @@ def calibrate_registered(
     ``target`` on ``root``'s features; return the new version."""
     model, card = load_model(root, spec)
     device = resolve_device(None)
-    backbone = card.get("backbone", "efficientnet-lite0")
-    loader = make_loader(feature_shards(root, backbone, "val"), 16, train=False)
+    backbone = card.get("backbone", DEFAULT_BACKBONE)
+    loader = make_loader(feature_shards(root, backbone, "val"), TrainConfig.batch_size, train=False)
     val, calibration = calibrate(model.to(device), loader, device, target, log)
     extra = {k: v for k, v in card.items() if k not in ("weights_sha256", "created_at")}
     new = {**extra, "val_metrics": val, "chroma_gain": model.chroma_gain}

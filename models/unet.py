@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import ab_bins
-from models.backbones import LITE0_CHANNELS, lite0_encoder, lite0_features
+from models.backbones import LITE0_CHANNELS, LITE0_INFO, lite0_encoder, lite0_features
 from models.base import Colorizer
 from models.blocks import AB_SCALE, FusionLayer, conv_relu
 from models.losses import box_mask, chroma_loss, masked_loss
@@ -22,7 +22,7 @@ DECODER_CHANNELS = (256, 128, 64, 48, 32)
 
 @dataclass(frozen=True)
 class UNetConfig:
-    embedding_dim: int = 1280
+    embedding_dim: int = LITE0_INFO.embedding_dim
     pretrained: bool = True
     freeze_encoder: bool = True
     #: start fine-tuning the frozen encoder (at a tenth of the learning rate) after this many

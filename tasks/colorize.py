@@ -18,7 +18,6 @@ import os
 import posixpath
 import time
 from collections import Counter
-from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
 
@@ -31,7 +30,7 @@ from koala import storage
 from koala.colour import colorize_lightness, working_views
 from koala.errors import KoalaError, one_line
 from koala.fetch import fetch, make_client
-from koala.images import DEFAULT_LIMITS, ImageLimits, Rejected
+from koala.images import Rejected
 from koala.outputs import (
     FORMATS,
     encode_output,
@@ -50,6 +49,7 @@ from koala.sources import (
 )
 from koala.uris import split_member_uri
 from models.calibration import predict_ab
+from models.config import DEFAULT_BACKBONE
 from models.registry import load_model
 from models.runtime import inference_mode, resolve_device, set_torch_threads
 from tasks.archive_index import (
@@ -63,6 +63,7 @@ from tasks.archive_index import (
     now,
     plan_names,
 )
+from tasks.config import ColorizeConfig
 from tasks.preprocess import cached_backbone
 
 __all__ = ["INDEX_COLUMNS", "ColorizeConfig", "OutputError", "colorize_batch", "prepare_run"]
@@ -74,32 +75,13 @@ SHEET_INPUTS = 24
 THUMB = 320
 
 
-@dataclass(frozen=True)
-class ColorizeConfig:
-    """What a colorize run does to each input (the same for every batch)."""
-
-    registry: str
-    model: str
-    output: str
-    format: str = "auto"
-    #: how colour-mode scans are judged: auto (by their pixels), colour or monochrome
-    treat_as: str = "auto"
-    #: colour strength of the results: 1 as the model predicts, 0 gray, above 1 more vivid
-    saturation: float = 1.0
-    #: also redo inputs that failed for a permanent reason (transient ones are always retried)
-    retry_failed: bool = False
-    #: images per model forward
-    batch_size: int = 8
-    #: decoded megapixels held at once by a batch before it runs the model
-    max_batch_megapixels: float = 64.0
-    device: str | None = None
-    #: inference precision: auto (float16 on CUDA, bfloat16 on CPUs that have it), fp32, bf16
-    precision: str = "auto"
-    limits: ImageLimits = DEFAULT_LIMITS
-
-
 class OutputError(KoalaError):
     """The output cannot be written (disk full, read-only, I/O error): the run stops."""
+
+
+def resolve_registry(registry: str | None) -> str:
+    """The dataset root whose models/ a run uses: ``registry``, else ``KOALA_DATA_ROOT``."""
+    return registry or get_settings().data_root
 
 
 @lru_cache(maxsize=2)
@@ -109,7 +91,7 @@ def cached_colorizer(
     """The colorization model, its embedding backbone and its card, loaded once per worker
     process, both channels-last (faster convolutions on CPU and GPU)."""
     model, card = load_model(registry, spec)
-    backbone = cached_backbone(card.get("backbone", "efficientnet-lite0"), None, device)
+    backbone = cached_backbone(card.get("backbone", DEFAULT_BACKBONE), None, device)
     channels_last = torch.channels_last
     return (
         model.to(device).to(memory_format=channels_last).eval(),

@@ -13,6 +13,7 @@ import torch
 
 from koala import storage
 from koala.errors import KoalaError
+from models.config import FLAGSHIP
 
 #: every model of the comparison: the papers' models, then Koala's own flagship
 COMPARED = (
@@ -23,9 +24,8 @@ COMPARED = (
     "autoencoder",
     "pretrained_encoder",
     "gan",
-    "unet",
+    FLAGSHIP,
 )
-FLAGSHIP = "unet"
 
 
 def split_counts(root: str, backbone: str) -> dict[str, int]:

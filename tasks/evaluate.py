@@ -26,8 +26,10 @@ from koala.images import pil_guards
 from koala.metrics import HIGHER_IS_BETTER, frechet_distance, image_metrics
 from models.backbones import load_backbone
 from models.calibration import predict_ab
+from models.config import EFFICIENTNET_LITE0
 from models.data import feature_shards
 from models.registry import load_model
+from tasks.config import EvaluateConfig
 
 BASELINES = ("gray", "mean_ab")
 
@@ -77,21 +79,22 @@ def evaluate_models(
     root: str,
     specs: list[str],
     report: str,
-    backbone: str = "efficientnet-lite0",
-    split: str = "test",
-    samples: int = 8,
+    backbone: str,
+    cfg: EvaluateConfig,
     intro: str = "",
     appendix: str = "",
 ) -> dict:
-    """Score ``specs`` (``name[@version]``) and the baselines on ``split``; write the report
+    """Score ``specs`` (``name[@version]``) and the baselines on ``cfg.split``; write the report
     (``intro`` and ``appendix``: extra HTML before the table and after the samples)."""
+    split, samples = cfg.split, cfg.samples
     models, cards = {}, []
     for spec in specs:
         model, card = load_model(root, spec)
         models[f"{card['name']}@{card['version']}"] = model
         cards.append(card)
     mean_a, mean_b = train_mean_ab(root, backbone, cards)
-    fd_net = load_backbone("efficientnet-lite0")
+    fd_net = load_backbone(EFFICIENTNET_LITE0)
+    fd_size = fd_net.info.input_size
     names = list(BASELINES) + list(models)
     rows, pooled = [], {n: [] for n in [*names, "ground_truth"]}
     grid: list[dict] = []
@@ -128,7 +131,9 @@ def evaluate_models(
             )
         outputs["ground_truth"] = rgb
         with torch.inference_mode():
-            batch = np.stack([resize_and_pad(Image.fromarray(o), 299)[0] for o in outputs.values()])
+            batch = np.stack(
+                [resize_and_pad(Image.fromarray(o), fd_size)[0] for o in outputs.values()]
+            )
             feats = fd_net.pooled_rgb(torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255.0)
         for name, f in zip(outputs, feats.numpy(), strict=True):
             pooled[name].append(f)

@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -25,6 +24,7 @@ from koala.colour import colourfulness, model_views
 from koala.images import pil_guards
 from models.backbones import EmbeddingBackbone, load_backbone
 from models.runtime import resolve_device, set_torch_threads
+from tasks.config import PreprocessConfig
 
 #: bump when the feature shard layout changes, so old features are recomputed
 FEATURES_FORMAT = 1
@@ -57,23 +57,6 @@ FEATURE_COLUMNS = [
     "embed_size",
     "cache_key",
 ]
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """How features are made; everything here is part of the cache key (but batch size)."""
-
-    backbone: str = "efficientnet-lite0"
-    weights: str | None = None
-    encoder_size: int = 200
-    embed_size: int = 299
-    #: images per forward; None: 4 on CPU (bigger batches mmap fresh >32 MiB activation
-    #: buffers every call), 64 on CUDA
-    batch_size: int | None = None
-    device: str | None = None
-
-    def batch_for(self, device: torch.device) -> int:
-        return self.batch_size or (64 if device.type == "cuda" else 4)
 
 
 @lru_cache(maxsize=2)

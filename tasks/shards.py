@@ -18,6 +18,7 @@ import webdataset as wds
 
 from koala import storage
 from koala.uris import split_member_uri
+from tasks.config import BuildConfig
 from tasks.ingest import RECORD_COLUMNS
 
 SPLITS = ("train", "val", "test")
@@ -25,7 +26,6 @@ SPLITS = ("train", "val", "test")
 SHARD_MTIME = 0.0
 
 
-DEFAULT_RATIOS = {"train": 0.9, "val": 0.05, "test": 0.05}
 #: folder names that say which split an image belongs to, for ``--splits folders``
 FOLDER_SPLITS = {
     "train": "train",
@@ -50,6 +50,9 @@ def parse_splits(text: str) -> dict[str, float] | None:
     if len(values) != 3 or any(v < 0 for v in values) or not np.isclose(sum(values), 1.0):
         raise ValueError(f"--splits {text!r}: expected three non-negative ratios summing to 1")
     return dict(zip(SPLITS, values, strict=True))
+
+
+DEFAULT_RATIOS = parse_splits(BuildConfig.splits)
 
 
 def split_of(content_hash: str, ratios: dict[str, float]) -> str:
