@@ -19,6 +19,7 @@ from tasks.config import BuildConfig
 from tasks.ingest import chunk_fingerprint, chunk_paths, ingest_chunk
 from tasks.quality import validate_dataset_index
 from tasks.shards import (
+    ShardJob,
     missing_chunk_tars,
     parse_splits,
     plan_dataset,
@@ -87,8 +88,29 @@ def build_dataset(
     chunks = [inputs[i : i + chunk_size] for i in range(0, len(inputs), chunk_size)]
     log.info("%d inputs from %d source(s) in %d chunk(s)", len(inputs), len(sources), len(chunks))
 
+    staged = _ingest(chunks, staging, limits)
+    records = pd.concat([storage.read_parquet(p) for _, p in staged], ignore_index=True)
+    index = plan_dataset(records, ratios, shard_size)
+    jobs = shard_jobs(index, {i: t for i, (t, _) in enumerate(staged)}, chunk_size)
+    restage = sorted(missing_chunk_tars(out, jobs, staged))
+    if restage:  # a shard is incomplete and its staged images were already cleaned up
+        log.info("re-staging %d chunk(s) whose images are needed again", len(restage))
+        again = [ingest_task.submit(i, chunks[i], staging, limits, force=True) for i in restage]
+        list(track(again, "re-ingest", lambda r: f"chunk {r['chunk']}"))
+    stats = _write_shards(out, index, jobs, t0)
+    stats["quality"] = validate_task(
+        index, ratios, min_side=min_side, max_rejected_fraction=max_rejected_fraction
+    )
+    if not keep_staging:  # keep the small chunk records so that a rerun is a no-op
+        for tar_url, _ in staged:
+            storage.remove(tar_url)
+    return stats
+
+
+def _ingest(chunks: list[list], staging: str, limits: ImageLimits) -> list[tuple[str, str]]:
+    """Ingest every chunk (a finished one is reused); the (tar, records) each staged."""
     futures = [ingest_task.submit(i, c, staging, limits) for i, c in enumerate(chunks)]
-    results = list(
+    list(
         track(
             futures,
             "ingest",
@@ -98,17 +120,11 @@ def build_dataset(
             ),
         )
     )
-    del results
-    staged = [chunk_paths(staging, i, chunk_fingerprint(c, limits)) for i, c in enumerate(chunks)]
-    records = pd.concat([storage.read_parquet(p) for _, p in staged], ignore_index=True)
-    index = plan_dataset(records, ratios, shard_size)
-    jobs = shard_jobs(index, {i: t for i, (t, _) in enumerate(staged)}, chunk_size)
-    restage = sorted(missing_chunk_tars(out, jobs, staged))
-    if restage:  # a shard is incomplete and its staged images were already cleaned up
-        log.info("re-staging %d chunk(s) whose images are needed again", len(restage))
-        again = [ingest_task.submit(i, chunks[i], staging, limits, force=True) for i in restage]
-        list(track(again, "re-ingest", lambda r: f"chunk {r['chunk']}"))
+    return [chunk_paths(staging, i, chunk_fingerprint(c, limits)) for i, c in enumerate(chunks)]
 
+
+def _write_shards(out: str, index: pd.DataFrame, jobs: list[ShardJob], t0: float) -> dict:
+    """Write the shards (a complete one is kept), the index and the run's stats JSON."""
     futures = [write_shard_task.submit(out, job) for job in jobs]
     shard_stats = list(
         track(
@@ -125,16 +141,10 @@ def build_dataset(
     storage.atomic_write_bytes(
         storage.join(out, "stats.json"), json.dumps(stats, indent=2).encode()
     )
-    log.info(
+    get_run_logger().info(
         "index: %d rows, %d accepted, rejected by reason: %s",
         stats["inputs"],
         stats["accepted"],
         stats["reasons"],
     )
-    stats["quality"] = validate_task(
-        index, ratios, min_side=min_side, max_rejected_fraction=max_rejected_fraction
-    )
-    if not keep_staging:  # keep the small chunk records so that a rerun is a no-op
-        for tar_url, _ in staged:
-            storage.remove(tar_url)
     return stats

@@ -12,7 +12,8 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -117,6 +118,69 @@ def train_model(
     model_options: dict | None = None,
 ) -> dict:
     """Train ``name`` on ``root``'s feature shards; register the best epoch; return a summary."""
+    run = _setup(root, name, backbone, cfg, log, model_options)
+    _restore(run, resume)
+    _start(run)
+    with stop_on_signals():
+        try:
+            for epoch in range(run.state["epoch"], cfg.epochs):
+                if _epoch(run, epoch):
+                    break
+        except KeyboardInterrupt:
+            run.state["seconds"] = time.perf_counter() - run.started
+            _save_checkpoint(run.ckpt, run.model, run.opts, run.state)
+            log(f"{name}: interrupted; checkpoint saved after epoch {run.state['epoch']}")
+            raise
+    return _register(run)
+
+
+@dataclass
+class _Run:
+    """One model's training in progress: what it trains on and with, and how far it got."""
+
+    root: str
+    name: str
+    backbone: str
+    cfg: TrainConfig
+    log: Callable[[str], None]
+    device: torch.device
+    model: nn.Module
+    opts: Optimizers
+    train_urls: list[str]
+    val_urls: list[str]
+    #: epoch, best_val, best_epoch, stale, history, seconds (saved in every checkpoint)
+    state: dict = field(
+        default_factory=lambda: {
+            "epoch": 0,
+            "best_val": float("inf"),
+            "best_epoch": -1,
+            "stale": 0,
+            "history": [],
+            "seconds": 0.0,
+        }
+    )
+    #: the best epoch's weights (safetensors), once there is one
+    best_blob: bytes | None = None
+    val_loader: Any = None
+    autocast: Any = None
+    #: perf_counter at the start of the training time already spent (it goes on after a resume)
+    started: float = 0.0
+    budget: float | None = None
+
+    @property
+    def ckpt(self) -> str:
+        return checkpoint_dir(self.root, self.name)
+
+
+def _setup(
+    root: str,
+    name: str,
+    backbone: str,
+    cfg: TrainConfig,
+    log: Callable[[str], None],
+    model_options: dict | None,
+) -> _Run:
+    """Seeded, on its device, the model and its optimizers, the feature shards found."""
     seed_everything(cfg.seed)
     set_torch_threads()
     device = resolve_device(cfg.device)
@@ -127,158 +191,191 @@ def train_model(
     train_urls = feature_shards(root, backbone, "train")
     val_urls = feature_shards(root, backbone, "val")
     opts = model.optimizers(cfg.lr, cfg.weight_decay)
-    ckpt = checkpoint_dir(root, name)
-    state = {
-        "epoch": 0,
-        "best_val": float("inf"),
-        "best_epoch": -1,
-        "stale": 0,
-        "history": [],
-        "seconds": 0.0,
-    }
+    run = _Run(root, name, backbone, cfg, log, device, model, opts, train_urls, val_urls)
     for opt in opts.values():
         for group in opt.param_groups:
             group["initial_lr"] = group["lr"]
-    if resume and storage.exists(storage.join(ckpt, "state.json")):
-        done = json.loads(storage.read_bytes(storage.join(ckpt, "state.json")))["epoch"]
-        _maybe_finetune(model, opts, done - 1)  # same param groups as when it was saved
-    if resume and (loaded := _load_checkpoint(ckpt, model, opts)):
-        state = loaded
-        log(f"{name}: resuming after epoch {state['epoch']}")
-    best_blob = (
-        storage.read_bytes(storage.join(ckpt, "best.safetensors"))
-        if resume and storage.exists(storage.join(ckpt, "best.safetensors"))
-        else None
+    return run
+
+
+def _restore(run: _Run, resume: bool) -> None:
+    """With ``resume``, the last checkpoint (model, optimizers, state) and the best weights."""
+    if not resume:
+        return
+    state_json = storage.join(run.ckpt, "state.json")
+    if storage.exists(state_json):
+        done = json.loads(storage.read_bytes(state_json))["epoch"]
+        _maybe_finetune(run.model, run.opts, done - 1)  # same param groups as when it was saved
+    if loaded := _load_checkpoint(run.ckpt, run.model, run.opts):
+        run.state = loaded
+        run.log(f"{run.name}: resuming after epoch {run.state['epoch']}")
+    best = storage.join(run.ckpt, "best.safetensors")
+    if storage.exists(best):
+        run.best_blob = storage.read_bytes(best)
+
+
+def _start(run: _Run) -> None:
+    """The val loader, the model's prior from the train split, the clock and the budget."""
+    cfg, device = run.cfg, run.device
+    run.val_loader = make_loader(run.val_urls, cfg.batch_size, train=False)
+    run.model.fit_prior(make_loader(run.train_urls, cfg.batch_size, train=False))
+    run.model.to(device)
+    run.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    run.started = time.perf_counter() - run.state["seconds"]
+    run.budget = cfg.budget_minutes * 60 if cfg.budget_minutes else None
+
+
+def _epoch(run: _Run, epoch: int) -> bool:
+    """Train one epoch, score it on val, keep it if best, checkpoint; True: stop training."""
+    _maybe_finetune(run.model, run.opts, epoch)
+    _set_lr(run, epoch)
+    totals, count, over_budget = _train_epoch(run, epoch)
+    val = evaluate_val(run.model, run.val_loader, run.device)
+    _record(run, epoch, totals, count, val)
+    _keep_best(run, epoch, val)
+    _save_checkpoint(run.ckpt, run.model, run.opts, run.state)
+    if over_budget or run.state["stale"] >= run.cfg.patience:
+        run.log(f"{run.name}: stopping ({'budget' if over_budget else 'no val improvement'})")
+        return True
+    return False
+
+
+def _set_lr(run: _Run, epoch: int) -> None:
+    """Cosine decay over the planned epochs, or over the budget when that ends first."""
+    elapsed = (time.perf_counter() - run.started) / run.budget if run.budget else 0.0
+    factor = cosine_factor(max(epoch / run.cfg.epochs, elapsed))
+    for opt in run.opts.values():
+        for group in opt.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+
+
+def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, float], int, bool]:
+    """One pass over the train split: the summed losses, the samples seen, and whether the
+    budget ran out; a requested stop raises KeyboardInterrupt."""
+    model, cfg, device = run.model, run.cfg, run.device
+    model.train()
+    loader = make_loader(
+        run.train_urls,
+        cfg.batch_size,
+        train=True,
+        seed=cfg.seed + epoch,
+        workers=cfg.workers,
+        crop_size=None if model.uses_embedding else cfg.crop_size,
     )
-    val_loader = make_loader(val_urls, cfg.batch_size, train=False)
-    model.fit_prior(make_loader(train_urls, cfg.batch_size, train=False))
-    model.to(device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    started = time.perf_counter() - state["seconds"]
-    budget = cfg.budget_minutes * 60 if cfg.budget_minutes else None
-    over_budget = False
-    with stop_on_signals():
-        try:
-            for epoch in range(state["epoch"], cfg.epochs):
-                _maybe_finetune(model, opts, epoch)
-                # cosine decay over the planned epochs, or over the budget when that ends first
-                elapsed = (time.perf_counter() - started) / budget if budget else 0.0
-                factor = cosine_factor(max(epoch / cfg.epochs, elapsed))
-                for opt in opts.values():
-                    for group in opt.param_groups:
-                        group["lr"] = group["initial_lr"] * factor
-                model.train()
-                loader = make_loader(
-                    train_urls,
-                    cfg.batch_size,
-                    train=True,
-                    seed=cfg.seed + epoch,
-                    workers=cfg.workers,
-                    crop_size=None if model.uses_embedding else cfg.crop_size,
-                )
-                totals: dict[str, float] = {}
-                count = 0
-                bar = tqdm(
-                    loader,
-                    desc=f"{name} epoch {epoch + 1}",
-                    unit="batch",
-                    file=sys.stderr,
-                    disable=not sys.stderr.isatty(),
-                    leave=False,
-                )
-                for b in bar:
-                    light, ab = b["light"].to(device), b["ab"].to(device)
-                    mask = box_mask(b["box"].to(device), light.shape[-2:])
-                    with autocast:
-                        losses = model.train_step(light, b["embedding"].to(device), ab, mask, opts)
-                    for key, value in losses.items():
-                        totals[key] = totals.get(key, 0.0) + value * len(light)
-                    count += len(light)
-                    bar.set_postfix({k: f"{v / count:.4f}" for k, v in totals.items()})
-                    if stop_requested():
-                        raise KeyboardInterrupt("stop requested")
-                    if budget and time.perf_counter() - started > budget:
-                        over_budget = True
-                        break
-                val = evaluate_val(model, val_loader, device)
-                state["epoch"] = epoch + 1
-                state["seconds"] = time.perf_counter() - started
-                means = {k: v / max(count, 1) for k, v in totals.items()}
-                train_loss = means.pop("loss", float("nan"))
-                state["history"].append(
-                    {
-                        "epoch": epoch + 1,
-                        "train_loss": train_loss,
-                        **{f"train_{k}": v for k, v in means.items()},
-                        "val_loss": val["loss"],
-                        "val_psnr": val["psnr"],
-                        "seconds": round(state["seconds"], 1),
-                    }
-                )
-                extra = "".join(f", {k} {v:.4f}" for k, v in means.items())
-                log(
-                    f"{name} epoch {epoch + 1}: train {train_loss:.4f}{extra}, val "
-                    f"{val['loss']:.4f}, val PSNR {val['psnr']:.2f} dB ({state['seconds']:.0f} s)"
-                )
-                if val["loss"] < state["best_val"]:
-                    state.update(
-                        best_val=val["loss"], best_epoch=epoch + 1, stale=0, best_psnr=val["psnr"]
-                    )
-                    best_blob = save_safetensors(
-                        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-                    )
-                    storage.atomic_write_bytes(storage.join(ckpt, "best.safetensors"), best_blob)
-                else:
-                    state["stale"] += 1
-                _save_checkpoint(ckpt, model, opts, state)
-                if over_budget or state["stale"] >= cfg.patience:
-                    log(f"{name}: stopping ({'budget' if over_budget else 'no val improvement'})")
-                    break
-        except KeyboardInterrupt:
-            state["seconds"] = time.perf_counter() - started
-            _save_checkpoint(ckpt, model, opts, state)
-            log(f"{name}: interrupted; checkpoint saved after epoch {state['epoch']}")
-            raise
-    if best_blob is not None:
-        model.load_state_dict(load_safetensors(best_blob))
+    totals: dict[str, float] = {}
+    count = 0
+    bar = tqdm(
+        loader,
+        desc=f"{run.name} epoch {epoch + 1}",
+        unit="batch",
+        file=sys.stderr,
+        disable=not sys.stderr.isatty(),
+        leave=False,
+    )
+    for b in bar:
+        light, ab = b["light"].to(device), b["ab"].to(device)
+        mask = box_mask(b["box"].to(device), light.shape[-2:])
+        with run.autocast:
+            losses = model.train_step(light, b["embedding"].to(device), ab, mask, run.opts)
+        for key, value in losses.items():
+            totals[key] = totals.get(key, 0.0) + value * len(light)
+        count += len(light)
+        bar.set_postfix({k: f"{v / count:.4f}" for k, v in totals.items()})
+        if stop_requested():
+            raise KeyboardInterrupt("stop requested")
+        if run.budget and time.perf_counter() - run.started > run.budget:
+            return totals, count, True
+    return totals, count, False
+
+
+def _record(
+    run: _Run, epoch: int, totals: dict[str, float], count: int, val: dict[str, float]
+) -> None:
+    """The epoch in the state's history, and its log line."""
+    state = run.state
+    state["epoch"] = epoch + 1
+    state["seconds"] = time.perf_counter() - run.started
+    means = {k: v / max(count, 1) for k, v in totals.items()}
+    train_loss = means.pop("loss", float("nan"))
+    state["history"].append(
+        {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            **{f"train_{k}": v for k, v in means.items()},
+            "val_loss": val["loss"],
+            "val_psnr": val["psnr"],
+            "seconds": round(state["seconds"], 1),
+        }
+    )
+    extra = "".join(f", {k} {v:.4f}" for k, v in means.items())
+    run.log(
+        f"{run.name} epoch {epoch + 1}: train {train_loss:.4f}{extra}, val "
+        f"{val['loss']:.4f}, val PSNR {val['psnr']:.2f} dB ({state['seconds']:.0f} s)"
+    )
+
+
+def _keep_best(run: _Run, epoch: int, val: dict[str, float]) -> None:
+    """Save the weights when val improved; else count one more epoch without improvement."""
+    if val["loss"] < run.state["best_val"]:
+        run.state.update(best_val=val["loss"], best_epoch=epoch + 1, stale=0, best_psnr=val["psnr"])
+        run.best_blob = save_safetensors(
+            {k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()}
+        )
+        storage.atomic_write_bytes(storage.join(run.ckpt, "best.safetensors"), run.best_blob)
+    else:
+        run.state["stale"] += 1
+
+
+def _register(run: _Run) -> dict:
+    """Register the best epoch's weights (chroma-calibrated when the config asks); return the
+    training's summary."""
+    model, state = run.model, run.state
+    if run.best_blob is not None:
+        model.load_state_dict(load_safetensors(run.best_blob))
     val_metrics = {"loss": state["best_val"], "psnr": state.get("best_psnr")}
     calibration = None
-    if cfg.colour_target:
+    if run.cfg.colour_target:
         val_metrics, calibration = calibrate(
             model,
-            val_loader,
-            device,
-            cfg.colour_target,
-            lambda m: log(f"{name}: {m}"),
+            run.val_loader,
+            run.device,
+            run.cfg.colour_target,
+            lambda m: run.log(f"{run.name}: {m}"),
             before_psnr=state.get("best_psnr"),  # the best epoch's, measured without a gain
         )
-    features_index = storage.join(root, "features", backbone, "index.parquet")
-    card = {
-        "architecture": name,
-        "backbone": backbone,
-        "backbone_weights_sha256": _first_weights_hash(features_index),
-        "train_mean_ab": train_mean_ab_of(features_index),
-        "data_index_sha256": hashlib.sha256(
-            storage.read_bytes(storage.join(root, "index.parquet"))
-        ).hexdigest(),
-        "training": asdict(cfg),
-        "optimizers": {k: type(opt).__name__ for k, opt in opts.items()},
-        "training_seconds": round(state["seconds"], 1),
-        "epochs_run": state["epoch"],
-        "best_epoch": state["best_epoch"],
-        "val_metrics": val_metrics,
-        "chroma_gain": getattr(model, "chroma_gain", 1.0),
-        "calibration": calibration,
-        "history": state["history"],
-    }
-    version = save_model(root, name, model.cpu(), card)
-    log(f"{name}: registered version {version} (best epoch {state['best_epoch']})")
+    card = _card(run, val_metrics, calibration)
+    version = save_model(run.root, run.name, model.cpu(), card)
+    run.log(f"{run.name}: registered version {version} (best epoch {state['best_epoch']})")
     return {
-        "name": name,
+        "name": run.name,
         "version": version,
         "val": card["val_metrics"],
         "epochs": state["epoch"],
         "seconds": card["training_seconds"],
+    }
+
+
+def _card(run: _Run, val_metrics: dict, calibration: dict | None) -> dict:
+    """The model card: how it was trained, on what, and how well."""
+    state = run.state
+    features_index = storage.join(run.root, "features", run.backbone, "index.parquet")
+    return {
+        "architecture": run.name,
+        "backbone": run.backbone,
+        "backbone_weights_sha256": _first_weights_hash(features_index),
+        "train_mean_ab": train_mean_ab_of(features_index),
+        "data_index_sha256": hashlib.sha256(
+            storage.read_bytes(storage.join(run.root, "index.parquet"))
+        ).hexdigest(),
+        "training": asdict(run.cfg),
+        "optimizers": {k: type(opt).__name__ for k, opt in run.opts.items()},
+        "training_seconds": round(state["seconds"], 1),
+        "epochs_run": state["epoch"],
+        "best_epoch": state["best_epoch"],
+        "val_metrics": val_metrics,
+        "chroma_gain": getattr(run.model, "chroma_gain", 1.0),
+        "calibration": calibration,
+        "history": state["history"],
     }
 
 

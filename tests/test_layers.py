@@ -1,5 +1,6 @@
 """The layering of docs/architecture.md, checked on the source: every import points down (or
-sideways, within a layer) and no project module takes part in an import loop.
+sideways, within a layer) and no project module takes part in an import loop; and no function
+in flows/, tasks/, models/ or cli/ runs over 80 lines.
 
 Read from the syntax tree, so nothing is imported. Imports inside functions count too: they run
 sooner or later, and a loop closed by one (``a`` imports ``b`` at the top, ``b`` imports ``a``
@@ -137,3 +138,29 @@ def test_the_check_sees_what_it_should() -> None:
     assert any(t.startswith("flows.") for _, t in _imports("cli.main"))
     assert not any(t.startswith("flows.") for _, t in _imports("cli.main", top_level_only=True))
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+#: folders whose functions must read at a glance: a longer one is carved into named steps
+SHORT_FUNCTION_FOLDERS = ("flows", "tasks", "models", "cli")
+MAX_FUNCTION_LINES = 80
+
+
+def _long_functions(limit: int) -> list[str]:
+    """``file:line name: N lines`` of every function (decorators included) over ``limit``."""
+    found = []
+    for top in SHORT_FUNCTION_FOLDERS:
+        for path in sorted((ROOT / top).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                    lines = (node.end_lineno or node.lineno) - start + 1
+                    if lines > limit:
+                        where = f"{path.relative_to(ROOT)}:{node.lineno}"
+                        found.append(f"{where} {node.name}: {lines} lines")
+    return found
+
+
+def test_no_function_over_80_lines_in_flows_tasks_models_cli() -> None:
+    long = _long_functions(MAX_FUNCTION_LINES)
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)
+    assert any(" train_model: " in f for f in _long_functions(10)), "the check reads functions"
