@@ -79,8 +79,8 @@ def stages(paths: list[Path], out: Path, registry: str, batch: int) -> dict[str,
 
     set_torch_threads()
     torch.set_num_threads(1)
-    model, backbone, card = cached_colorizer(registry, "unet", "cpu")
     device = torch.device("cpu")
+    model, backbone, card = cached_colorizer(registry, "unet", device)
     _predict(model, backbone, [read_scan(paths[0].read_bytes())], device, "auto")  # warm-up
     t = {"decode": 0.0, "forward": 0.0, "merge": 0.0, "encode": 0.0}
     for i in range(0, len(paths), batch):

@@ -174,6 +174,13 @@ def load_backbone(name: str, weights: str | None = None) -> EmbeddingBackbone:
     return model.to(memory_format=torch.channels_last)
 
 
+@lru_cache(maxsize=2)
+def cached_backbone(name: str, weights: str | None, device: torch.device) -> EmbeddingBackbone:
+    """The backbone on ``device``, loaded once per worker process (not once per shard, batch or
+    image): preprocessing and colorization share it."""
+    return load_backbone(name, weights).to(device)
+
+
 #: EfficientNet-Lite0 as a pretrained encoder of L (the U-Net, the pretrained-encoder CNN and
 #: the GAN's generator): the outputs of these blocks are its features at strides 2 to 32
 LITE0_STAGES = (0, 2, 4, 10, 15)

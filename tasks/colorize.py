@@ -48,6 +48,7 @@ from koala.sources import (
     mark_output,
 )
 from koala.uris import split_member_uri
+from models.backbones import cached_backbone
 from models.calibration import predict_ab
 from models.config import DEFAULT_BACKBONE
 from models.registry import load_model
@@ -64,7 +65,6 @@ from tasks.archive_index import (
     plan_names,
 )
 from tasks.config import ColorizeConfig
-from tasks.preprocess import cached_backbone
 
 __all__ = ["INDEX_COLUMNS", "ColorizeConfig", "OutputError", "colorize_batch", "prepare_run"]
 #: OS errors on the output that end a run: retrying the next image cannot help
@@ -86,7 +86,7 @@ def resolve_registry(registry: str | None) -> str:
 
 @lru_cache(maxsize=2)
 def cached_colorizer(
-    registry: str, spec: str, device: str
+    registry: str, spec: str, device: torch.device
 ) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
     """The colorization model, its embedding backbone and its card, loaded once per worker
     process, both channels-last (faster convolutions on CPU and GPU)."""
@@ -242,12 +242,13 @@ def _fatal(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in FATAL_ERRNOS
 
 
-def _merge_and_write(pending: list, model, backbone, card: dict, cfg: ColorizeConfig) -> None:
+def _merge_and_write(
+    pending: list, model, backbone, card: dict, cfg: ColorizeConfig, device: torch.device
+) -> None:
     """Predict a*b* for the pending scans in one forward, then merge and write each; a model
     failure fails these rows; an output that cannot be written ends the run."""
     t0 = time.perf_counter()
     try:
-        device = resolve_device(cfg.device)
         scans = [s for _, s, _ in pending]
         predictions = _predict(model, backbone, scans, device, cfg.precision, cfg.saturation)
     except Exception as exc:  # a model failure fails these rows, not the run
@@ -272,7 +273,7 @@ def colorize_batch(refs: list[InputRef], plan: RunPlan, cfg: ColorizeConfig) -> 
     for the contact sheet and the batch's index part. Bad inputs become ``failed`` rows; a full
     or broken output raises :class:`OutputError` before the part is written."""
     set_torch_threads()
-    device = str(resolve_device(cfg.device))
+    device = resolve_device(cfg.device)  # once per task: a worker may have a GPU the flow lacks
     model, backbone, card = cached_colorizer(cfg.registry, cfg.model, device)
     part = part_uri(cfg.output, card["version"], refs, plan.redoes)
     if storage.exists(part):
@@ -291,10 +292,10 @@ def colorize_batch(refs: list[InputRef], plan: RunPlan, cfg: ColorizeConfig) -> 
             pending.append((row, scan, time.perf_counter() - t0))
             held += scan.width * scan.height / 1e6
             if len(pending) >= cfg.batch_size or held >= cfg.max_batch_megapixels:
-                _merge_and_write(pending, model, backbone, card, cfg)
+                _merge_and_write(pending, model, backbone, card, cfg, device)
                 pending, held = [], 0.0
         if pending:
-            _merge_and_write(pending, model, backbone, card, cfg)
+            _merge_and_write(pending, model, backbone, card, cfg, device)
     frame = pd.DataFrame(rows).drop(columns=["_name", "_claimed"]).reindex(columns=INDEX_COLUMNS)
     try:
         storage.write_parquet(part, frame.astype(INDEX_DTYPES), INDEX_SCHEMA)

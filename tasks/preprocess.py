@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import time
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -22,7 +21,7 @@ from PIL import Image
 from koala import storage
 from koala.colour import colourfulness, model_views
 from koala.images import pil_guards
-from models.backbones import EmbeddingBackbone, load_backbone
+from models.backbones import EmbeddingBackbone, cached_backbone
 from models.runtime import resolve_device, set_torch_threads
 from tasks.config import PreprocessConfig
 
@@ -57,12 +56,6 @@ FEATURE_COLUMNS = [
     "embed_size",
     "cache_key",
 ]
-
-
-@lru_cache(maxsize=2)
-def cached_backbone(name: str, weights: str | None, device: str) -> EmbeddingBackbone:
-    """The backbone, loaded once per worker process (not once per shard or image)."""
-    return load_backbone(name, weights).to(device)
 
 
 def features_dir(root: str, backbone: str) -> str:
@@ -131,7 +124,7 @@ def preprocess_shard(shard_url: str, root: str, cfg: PreprocessConfig = Preproce
     storage.register_webdataset_schemes()
     threads = set_torch_threads()
     device = resolve_device(cfg.device)
-    model = cached_backbone(cfg.backbone, cfg.weights, str(device))
+    model = cached_backbone(cfg.backbone, cfg.weights, device)
     shard = shard_url.rsplit("/", 1)[-1].removesuffix(".tar")
     stats_url = shard_url.removesuffix(".tar") + ".stats.json"
     source = storage.read_bytes(stats_url).decode() if storage.exists(stats_url) else shard
