@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import monochrome as printers  # noqa: E402
 
 from koala.colour_judge import JUDGE_SIDE, JUDGE_WEIGHTS, ColourJudge, save_judge  # noqa: E402
-from tasks.images import judge_view  # noqa: E402
+from koala.images import judge_view  # noqa: E402
 
 RECIPE = "colour-judge-v1"
 SEED0 = 10_000_000  #: training seeds start here, far from the calibration set's

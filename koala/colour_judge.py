@@ -3,7 +3,7 @@
 Toned, stained, foxed, cracked, annotated and stamped monochrome prints carry colour that does
 not follow the picture; a faded colour photograph carries weak colour that does. The judge looks
 at a 192x192 view of the picture in CIE Lab plus its chroma beyond the lightness-conditional tint
-(see ``tasks.images.judge_view``) and gives the probability that the picture is monochrome.
+(see ``koala.images.judge_view``) and gives the probability that the picture is monochrome.
 
 Its weights ship with Koala (``koala/colour_judge.safetensors``, about 1 MB, never unpickled);
 ``bench/train_colour_judge.py`` is the recipe that made them and

@@ -12,8 +12,8 @@ from PIL import Image, ImageDraw
 from skimage import data
 from skimage.color import lab2rgb, rgb2lab
 
-from tasks.images import DEFAULT_LIMITS, colour_evidence
-from tasks.scans import HasColour, judge_colour
+from koala.images import DEFAULT_LIMITS, colour_evidence
+from koala.scans import HasColour, judge_colour
 from tests.fixtures import colour_photo, sepia
 
 SIZE = (640, 480)
