@@ -34,6 +34,11 @@ class ImageLimits:
     #: a picture whose a*b* lie within this of one tint per lightness on 99% of its pixels is
     #: monochrome without asking the judge (2.3 Lab units: a just-noticeable difference)
     one_tint_spread: float = 2.3
+    #: pictures with a shorter long side than this are smaller than the judge's view (trained on
+    #: 960 px scans) and are judged by the single-tint rule: colour when at least
+    #: ``min_colour_fraction`` of their mid-tone pixels depart from one tint
+    judge_min_side: int = 384
+    min_colour_fraction: float = 0.0007
 
 
 DEFAULT_LIMITS = ImageLimits()
@@ -265,12 +270,19 @@ def colour_evidence(rgb: Image.Image, limits: ImageLimits = DEFAULT_LIMITS) -> C
     """Decide whether ``rgb`` is a colour photograph or a monochrome one (toned, stained, foxed,
     cracked, stamped or annotated monochrome included), with the evidence.
 
-    A picture whose colour is one tint per lightness (:func:`tint_spread`) is monochrome at once.
+    A picture smaller than the judge's view is judged by the single-tint rule alone. A picture
+    whose colour is one tint per lightness (:func:`tint_spread`) is monochrome at once.
     Otherwise the colour judge (``koala/colour_judge.py``) looks at where the colour is and
     whether it follows the picture; ``score`` is its probability that this is a colour
     photograph. The detail also gives the share of pixels whose colour departs from one tint.
     """
     fraction, spread = colour_fraction(rgb, limits), tint_spread(rgb)
+    if max(rgb.size) < limits.judge_min_side:
+        return ColourEvidence(
+            fraction,
+            fraction >= limits.min_colour_fraction,
+            f"small picture, single-tint rule: {fraction:.2%} of pixels depart from one tint",
+        )
     if spread < limits.one_tint_spread:
         return ColourEvidence(0.0, False, f"one tint: 99% of pixels within {spread:.1f} of it")
     import torch  # not at import: the CLI checks inputs before anything heavy loads

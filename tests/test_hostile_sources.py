@@ -229,7 +229,7 @@ UNSAFE_MEMBERS = ["../evil.jpg", "a/../../b.jpg", "/abs.jpg", "sub/x::y.jpg", ".
 def write_archives(folder: Path) -> dict[str, bytes]:
     """A tar and a zip holding UNSAFE_MEMBERS, each a distinct photo; returns name -> bytes."""
     folder.mkdir(parents=True, exist_ok=True)
-    seeds = (500, 501, 502, 504, 505, 506)  # not the motorcycle sample (seed % 4 == 3)
+    seeds = (500, 501, 502, 504, 505, 506)  # not the sky-and-rocket sample (seed % 4 == 3)
     pairs = zip(seeds, UNSAFE_MEMBERS, strict=True)
     images = {name: encode(colour_photo(seed)) for seed, name in pairs}
     with tarfile.open(folder / "unsafe.tar", "w") as tar:

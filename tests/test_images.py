@@ -81,8 +81,8 @@ def test_gray_stored_as_rgb_is_monochrome() -> None:
 def test_small_coloured_mark_on_a_gray_print_is_monochrome() -> None:
     """One small solid orange mark (~0.25% of the picture: a sticker, a stamp) on a gray print
     does not make it a colour photograph: its colour does not follow the picture."""
-    img = np.asarray(gray(colour_photo(6, (320, 240))).convert("RGB")).copy()
-    img[100:112, 150:166] = (235, 120, 20)
+    img = np.asarray(gray(colour_photo(6, (640, 480))).convert("RGB")).copy()
+    img[200:224, 300:332] = (235, 120, 20)
     assert reason(encode(Image.fromarray(img), "PNG")) == "monochrome"
 
 
