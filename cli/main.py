@@ -259,7 +259,8 @@ def colorize_cmd(
         from tasks.colorize import prepare_run, resolve_registry
 
         params["registry"] = resolve_registry(registry)
-        prepare_run(input, pick(ColorizeConfig, params))  # fail fast
+        card = prepare_run(input, pick(ColorizeConfig, params))[2]  # fail fast
+        params["model"] = f"{card['name']}@{card['version']}"  # the version checked, pinned
         flow = colorize_archive.with_options(task_runner=dask_runner(scheduler, workers))
         result = _outcome(call_with(flow, params, return_state=True))
     except KoalaError as exc:
