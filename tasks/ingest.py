@@ -28,7 +28,7 @@ from koala.images import (
     DEFAULT_LIMITS,
     ImageLimits,
     Rejected,
-    check_colour,
+    colour_evidence,
     decode_image,
     encode_jpeg,
     pixel_sha256,
@@ -127,7 +127,10 @@ def process_input(
             mode=decoded.mode,
             format=decoded.format,
         )
-        rec["colour_score"] = check_colour(decoded.rgb, limits)
+        evidence = colour_evidence(decoded.rgb, limits)
+        rec["colour_score"] = evidence.score  # kept for monochrome rejections too
+        if not evidence.is_colour:
+            raise Rejected("monochrome", evidence.detail)
         rec["pixel_sha256"] = pixel_sha256(decoded.rgb)
         jpg = encode_jpeg(decoded, data)
         rec.update(status="accepted", bytes=len(jpg), reencoded=not decoded.clean_jpeg)
