@@ -222,13 +222,30 @@ def judge_view(rgb: Image.Image, side: int = 192) -> np.ndarray:
     return np.ascontiguousarray(view.transpose(2, 0, 1), dtype=np.float32)
 
 
+def _off_tint(rgb: Image.Image, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """L* and the distance of a*b* from the tint of its lightness, on a ``size`` thumbnail."""
+    thumb = rgb.copy()
+    thumb.thumbnail((size, size), Image.Resampling.BOX)
+    lab = rgb2lab(np.asarray(thumb))
+    residual = tint_residual(lab)
+    return lab[..., 0], np.hypot(residual[..., 0], residual[..., 1])
+
+
+def _spread(distance: np.ndarray) -> float:
+    return float(np.percentile(distance, 99))
+
+
+def _fraction(light: np.ndarray, distance: np.ndarray, limits: ImageLimits) -> float:
+    midtones = (light >= 5) & (light <= 90)
+    coloured = (distance > limits.chroma_threshold) & midtones
+    coloured = ndimage.binary_opening(coloured, structure=np.ones((3, 3), dtype=bool))
+    return float(coloured.sum() / max(int(midtones.sum()), 1))
+
+
 def tint_spread(rgb: Image.Image, size: int = 256) -> float:
     """How far (Lab a*b* units) the 99th-percentile pixel of a thumbnail departs from the tint
     of its lightness (:func:`tint_residual`): about 0 for gray and toned prints."""
-    thumb = rgb.copy()
-    thumb.thumbnail((size, size), Image.Resampling.BOX)
-    residual = tint_residual(rgb2lab(np.asarray(thumb)))
-    return float(np.percentile(np.hypot(residual[..., 0], residual[..., 1]), 99))
+    return _spread(_off_tint(rgb, size)[1])
 
 
 def colour_fraction(
@@ -243,16 +260,7 @@ def colour_fraction(
     small but solid coloured detail (an orange beak) still counts. Near-black and near-white
     pixels (L < 5 or L > 90), where gamut clipping bends the tint, are left out.
     """
-    thumb = rgb.copy()
-    thumb.thumbnail((size, size), Image.Resampling.BOX)
-    lab = rgb2lab(np.asarray(thumb))
-    shape = lab.shape[:2]
-    light = lab[..., 0].ravel()
-    residual = np.hypot(*tint_residual(lab).reshape(-1, 2).T)
-    midtones = ((light >= 5) & (light <= 90)).reshape(shape)
-    coloured = (residual > limits.chroma_threshold).reshape(shape) & midtones
-    coloured = ndimage.binary_opening(coloured, structure=np.ones((3, 3), dtype=bool))
-    return float(coloured.sum() / max(int(midtones.sum()), 1))
+    return _fraction(*_off_tint(rgb, size), limits)
 
 
 @dataclass(frozen=True)
@@ -276,13 +284,15 @@ def colour_evidence(rgb: Image.Image, limits: ImageLimits = DEFAULT_LIMITS) -> C
     whether it follows the picture; ``score`` is its probability that this is a colour
     photograph. The detail also gives the share of pixels whose colour departs from one tint.
     """
-    fraction, spread = colour_fraction(rgb, limits), tint_spread(rgb)
+    light, distance = _off_tint(rgb)  # one thumbnail for both measures
+    fraction = _fraction(light, distance, limits)
     if max(rgb.size) < limits.judge_min_side:
         return ColourEvidence(
             fraction,
             fraction >= limits.min_colour_fraction,
             f"small picture, single-tint rule: {fraction:.2%} of pixels depart from one tint",
         )
+    spread = _spread(distance)
     if spread < limits.one_tint_spread:
         return ColourEvidence(0.0, False, f"one tint: 99% of pixels within {spread:.1f} of it")
     import torch  # not at import: the CLI checks inputs before anything heavy loads
