@@ -279,8 +279,8 @@ def train_cmd(
     models: Annotated[
         str,
         typer.Option(
-            help="Comma-separated: unet, koalarization, zhang, zhang_resnet, regression, "
-            "autoencoder, pretrained_encoder, gan."
+            help="Comma-separated: chroma_unet, unet, koalarization, zhang, zhang_resnet, "
+            "regression, autoencoder, pretrained_encoder, gan."
         ),
     ],
     epochs: Annotated[int, typer.Option(min=1)] = TrainConfig.epochs,
@@ -300,10 +300,18 @@ def train_cmd(
         float | None,
         typer.Option(
             min=0.0,
-            help="Calibrate a chroma gain so val colourfulness reaches this fraction of the "
-            "ground truth's (e.g. 0.85).",
+            help="Calibrate each model (annealed-mean temperature, or a chroma gain) so val "
+            "colourfulness reaches this fraction of the ground truth's (e.g. 0.95).",
         ),
     ] = TrainConfig.colour_target,
+    resolution: Annotated[
+        int | None,
+        typer.Option(min=32, help="Train on the 200 px views downsampled to this size."),
+    ] = TrainConfig.resolution,
+    epoch_samples: Annotated[
+        int | None,
+        typer.Option(min=1, help="Samples per epoch (val and checkpoint that often)."),
+    ] = TrainConfig.epoch_samples,
 ) -> None:
     """Train models on feature shards and register the best epoch of each."""
     params = dict(locals())
@@ -343,6 +351,9 @@ def evaluate_cmd(
     split: Annotated[str, typer.Option(help="test, val or train.")] = EvaluateConfig.split,
     backbone: Backbone = DEFAULT_BACKBONE,
     samples: Samples = EvaluateConfig.samples,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Score only the split's first N images.")
+    ] = EvaluateConfig.limit,
 ) -> None:
     """Evaluate models and the gray / mean-ab baselines at full resolution; write a report."""
     params = dict(locals())

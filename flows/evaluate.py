@@ -23,6 +23,7 @@ def evaluate_models(
     backbone: str = DEFAULT_BACKBONE,
     split: str = EvaluateConfig.split,
     samples: int = EvaluateConfig.samples,
+    limit: int | None = EvaluateConfig.limit,
 ) -> dict:
     """Score ``models`` (``name[@version]``) and the gray / mean-ab baselines on ``split``."""
     cfg = pick(EvaluateConfig, locals())

@@ -73,11 +73,15 @@ def train_models(
     seed: int = TrainConfig.seed,
     options: dict | None = None,
     colour_target: float | None = TrainConfig.colour_target,
+    resolution: int | None = TrainConfig.resolution,
+    epoch_samples: int | None = TrainConfig.epoch_samples,
 ) -> list[dict]:
     """Train each of ``models`` on ``data``'s features; with ``budget_minutes`` every model gets
     the same wall-clock budget on the same data, so that comparisons are fair. ``options`` set
     config fields of the models that have them (e.g. ``{"finetune_after": 3}`` for the U-Net);
-    ``colour_target`` calibrates each model's chroma gain on val (models/calibration.py)."""
+    ``colour_target`` calibrates each model's colour on val (models/calibration.py);
+    ``resolution`` trains on views downsampled to that size, ``epoch_samples`` caps an epoch
+    (validation and a checkpoint come that often)."""
     cfg = pick(TrainConfig, locals())
     log = get_run_logger()
     check_training_inputs(data, models, backbone)

@@ -135,23 +135,72 @@ def colourfulness(rgb: np.ndarray) -> float:
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 
+#: guided upsampling of a*b* from the view to full resolution: window radius (view pixels) and
+#: regulariser (L* units squared: edges weaker than about 3 L* do not steer the colour)
+GUIDE_RADIUS = 2
+GUIDE_EPS = 10.0
+
+
+def guided_coefficients(
+    light_view: np.ndarray,
+    ab_view: np.ndarray,
+    box: tuple[int, int, int, int],
+    radius: int = GUIDE_RADIUS,
+    eps: float = GUIDE_EPS,
+) -> np.ndarray:
+    """The fast guided filter's (He and Sun, 2015) local linear model ab = A L* + B, fitted on
+    the view inside ``box``: (h, w, 4) float32 holding A (a*, b*) and B (a*, b*).
+
+    ``light_view`` (S, S) is L* of the view, ``ab_view`` (2, S, S) its predicted a*b*. Applied
+    to the full-resolution L*, the colour follows the picture's own edges instead of bleeding
+    across them as plain bilinear upsampling does."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+    light = np.ascontiguousarray(light_view[y0:y1, x0:x1], dtype=np.float32)
+    ab = np.ascontiguousarray(ab_view[:, y0:y1, x0:x1].transpose(1, 2, 0), dtype=np.float32)
+    k = (2 * radius + 1, 2 * radius + 1)
+
+    def mean(x: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(x, -1, k, borderType=cv2.BORDER_REFLECT)
+
+    mean_l, mean_ab = mean(light)[..., None], mean(ab)
+    cov = mean(ab * light[..., None]) - mean_l * mean_ab
+    var = mean(light * light)[..., None] - mean_l**2
+    a = cov / (var + eps)
+    b = mean_ab - a * mean_l
+    return np.concatenate([mean(a), mean(b)], -1).astype(np.float32)
+
+
 def merge_full_resolution(
-    lab_full: np.ndarray, ab_view: np.ndarray, box: tuple[int, int, int, int]
+    lab_full: np.ndarray,
+    ab_view: np.ndarray,
+    box: tuple[int, int, int, int],
+    light_view: np.ndarray | None = None,
 ) -> np.ndarray:
     """Full-resolution Lab: the image's own L with a*b* predicted on a padded view.
 
     ``ab_view`` (2, S, S) is the prediction on the padded square; the part inside ``box`` is
-    upsampled (bilinear) to the image's size and put next to its full-resolution L."""
+    upsampled (bilinear) to the image's size and put next to its full-resolution L; with the
+    view's L* (``light_view``) the upsampling is guided by L (:func:`guided_coefficients`)."""
     import torch
     import torch.nn.functional as F
 
     x0, y0, x1, y1 = box
     h, w = lab_full.shape[:2]
-    crop = torch.from_numpy(np.ascontiguousarray(ab_view[:, y0:y1, x0:x1], dtype=np.float32))
-    ab = F.interpolate(crop[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    if light_view is None:
+        crop = np.ascontiguousarray(ab_view[:, y0:y1, x0:x1], dtype=np.float32)
+    else:
+        crop = guided_coefficients(light_view, ab_view, box).transpose(2, 0, 1)
+    up = F.interpolate(
+        torch.from_numpy(crop)[None], size=(h, w), mode="bilinear", align_corners=False
+    )[0].numpy()
     out = np.empty((h, w, 3), dtype=np.float32)
     out[..., 0] = lab_full[..., 0]
-    out[..., 1:] = ab.numpy().transpose(1, 2, 0)
+    if light_view is None:
+        out[..., 1:] = up.transpose(1, 2, 0)
+    else:
+        out[..., 1:] = (up[:2] * lab_full[None, ..., 0] + up[2:]).transpose(1, 2, 0)
     return out
 
 
@@ -168,17 +217,22 @@ def colorize_lightness(
     box: tuple[int, int, int, int],
     dtype: type = np.uint8,
     strip_rows: int = 512,
+    light_view: np.ndarray | None = None,
 ) -> np.ndarray:
     """sRGB (H, W, 3) of a full-resolution L* (H, W) with a*b* predicted on a padded view.
 
-    The part of ``ab_view`` (2, S, S) inside ``box`` is upsampled bilinearly to (H, W) and
-    Lab is converted to sRGB with OpenCV (float32, D65, out-of-gamut clipped) a strip of rows
-    at a time, so memory stays near the size of the output. ``dtype`` is uint8 or uint16."""
+    The part of ``ab_view`` (2, S, S) inside ``box`` is upsampled bilinearly to (H, W) (guided
+    by L when the view's L* ``light_view`` is given: :func:`guided_coefficients`) and Lab is
+    converted to sRGB with OpenCV (float32, D65, out-of-gamut clipped) a strip of rows at a
+    time, so memory stays near the size of the output. ``dtype`` is uint8 or uint16."""
     import cv2
 
     x0, y0, x1, y1 = box
     h, w = lightness.shape
-    ab = np.ascontiguousarray(ab_view[:, y0:y1, x0:x1].transpose(1, 2, 0), dtype=np.float32)
+    if light_view is None:
+        src = np.ascontiguousarray(ab_view[:, y0:y1, x0:x1].transpose(1, 2, 0), dtype=np.float32)
+    else:
+        src = guided_coefficients(light_view, ab_view, box)
     map_x = np.ascontiguousarray(np.broadcast_to(upsample_map(w, x1 - x0), (strip_rows, w)))
     ys = upsample_map(h, y1 - y0)
     top = float(np.iinfo(dtype).max)
@@ -187,9 +241,14 @@ def colorize_lightness(
     for y in range(0, h, strip_rows):
         n = min(strip_rows, h - y)
         map_y = np.ascontiguousarray(np.broadcast_to(ys[y : y + n, None], (n, w)))
-        strip = cv2.remap(ab, map_x[:n], map_y, cv2.INTER_LINEAR, cv2.BORDER_REPLICATE)
+        strip = cv2.remap(
+            src, map_x[:n], map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
         lab[:n, :, 0] = lightness[y : y + n]
-        lab[:n, :, 1:] = strip
+        if light_view is None:
+            lab[:n, :, 1:] = strip
+        else:
+            lab[:n, :, 1:] = strip[..., :2] * lightness[y : y + n, :, None] + strip[..., 2:]
         rgb = cv2.cvtColor(lab[:n], cv2.COLOR_Lab2RGB)
         out[y : y + n] = np.clip(rgb * top + 0.5, 0, top).astype(dtype)
     return out

@@ -80,10 +80,16 @@ class Colorizer(nn.Module):
         opt.step()
         return {"loss": loss.item()}
 
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """The pretrained encoder's parameters that fine-tuning trains (all, by default)."""
+        return list(self.encoder.parameters())
+
     def set_encoder_trainable(self, trainable: bool) -> None:
-        """Freeze or unfreeze the pretrained encoder."""
+        """Freeze the pretrained encoder, or unfreeze its :meth:`encoder_parameters`."""
         self.encoder_trainable = trainable
         for p in self.encoder.parameters():
+            p.requires_grad_(False)
+        for p in self.encoder_parameters():
             p.requires_grad_(trainable)
 
     def train(self, mode: bool = True) -> Colorizer:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from koala.colour import colourfulness, lab_to_rgb
@@ -29,6 +30,26 @@ def predict_ab(model: nn.Module, light: torch.Tensor, embedding: torch.Tensor) -
     ab = model(light, embedding).float() * AB_SCALE
     gain = float(getattr(model, "chroma_gain", 1.0))
     return (ab * gain).clamp(-128.0, 127.0) if gain != 1.0 else ab
+
+
+def predict_with_confidence(
+    model: nn.Module,
+    light: torch.Tensor,
+    embedding: torch.Tensor,
+    boxes: list[tuple[int, int, int, int]],
+) -> tuple[torch.Tensor, list[float | None]]:
+    """:func:`predict_ab`, and each image's colour confidence: the mean over its real pixels
+    (``boxes``) of the model's per-pixel confidence map (1 - normalised entropy of the
+    predicted colour distribution); None for models that predict no distribution."""
+    if not hasattr(model, "predict"):
+        return predict_ab(model, light, embedding), [None] * len(light)
+    ab, conf = model.predict(light, embedding)
+    ab = ab.float() * AB_SCALE
+    gain = float(getattr(model, "chroma_gain", 1.0))
+    ab = (ab * gain).clamp(-128.0, 127.0) if gain != 1.0 else ab
+    conf = F.interpolate(conf.float(), size=light.shape[-2:], mode="bilinear", align_corners=False)
+    scores = [float(conf[i, 0, y0:y1, x0:x1].mean()) for i, (x0, y0, x1, y1) in enumerate(boxes)]
+    return ab, scores
 
 
 def _rgb(light: np.ndarray, ab: np.ndarray) -> np.ndarray:
@@ -85,3 +106,66 @@ def fit_chroma_gain(
         ratio = colourfulness_ratio(crops, mid)
         low, high, high_ratio = (low, mid, ratio) if ratio >= target else (mid, high, high_ratio)
     return round(high, 3), before, high_ratio
+
+
+#: the annealed-mean temperature is searched in [MIN_TEMPERATURE, the model's own]
+MIN_TEMPERATURE = 0.2
+#: val samples whose logits are kept for the temperature search
+TEMPERATURE_SAMPLES = 256
+
+
+def collect_logits(model: nn.Module, batches: Iterable[dict], device: torch.device) -> list:
+    """(L, logits, true ab, box) of up to :data:`TEMPERATURE_SAMPLES` val samples."""
+    kept, n = [], 0
+    model.eval()
+    with torch.inference_mode():
+        for b in batches:
+            logits = model.logits(b["light"].to(device), b["embedding"].to(device)).half().cpu()
+            for i in range(len(logits)):
+                kept.append((b["light"][i : i + 1], logits[i : i + 1], b["ab"][i], b["box"][i]))
+            n += len(logits)
+            if n >= TEMPERATURE_SAMPLES:
+                break
+    return kept
+
+
+def _crops_at(model: nn.Module, kept: list, temperature: float) -> list:
+    crops = []
+    with torch.inference_mode():
+        for light, logits, ab, box in kept:
+            pred = model.decode(logits.float(), light, temperature)[0].numpy() * AB_SCALE
+            x0, y0, x1, y1 = box.tolist()
+            crops.append(
+                (
+                    light[0, 0, y0:y1, x0:x1].numpy(),
+                    pred[:, y0:y1, x0:x1],
+                    ab[:, y0:y1, x0:x1].numpy() * AB_SCALE,
+                )
+            )
+    return crops
+
+
+def fit_temperature(
+    model: nn.Module, batches: Iterable[dict], device: torch.device, target: float
+) -> tuple[float, float, float]:
+    """The highest annealed-mean temperature (to 0.01, by bisection: colour grows as it falls)
+    whose val colourfulness ratio reaches ``target``, for a model that predicts a colour
+    distribution; :data:`MIN_TEMPERATURE` if none does. Returns (T, ratio at the model's own
+    temperature, ratio at T)."""
+    kept = collect_logits(model, batches, device)
+    model.cpu()
+    high = float(model.temperature)
+    before = colourfulness_ratio(_crops_at(model, kept, high), 1.0)
+    if before >= target:
+        return high, before, before
+    low = MIN_TEMPERATURE
+    low_ratio = colourfulness_ratio(_crops_at(model, kept, low), 1.0)
+    if low_ratio <= before:  # sharpening makes it no more colourful: keep the model's own
+        return high, before, before
+    if low_ratio < target:
+        return low, before, low_ratio
+    while high - low > 0.01:
+        mid = round((low + high) / 2, 4)
+        ratio = colourfulness_ratio(_crops_at(model, kept, mid), 1.0)
+        low, high, low_ratio = (mid, high, ratio) if ratio >= target else (low, mid, low_ratio)
+    return round(low, 3), before, low_ratio

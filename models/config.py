@@ -34,3 +34,8 @@ class TrainConfig:
     colour_target: float | None = None
     #: random crops for models without a global embedding (whose crops would not match it)
     crop_size: int = 176
+    #: train on the views area-downsampled to this size (None: the 200 px view as stored);
+    #: validation and prediction stay at the view size
+    resolution: int | None = None
+    #: end an epoch (validation, checkpoint) after this many samples (None: the whole split)
+    epoch_samples: int | None = None

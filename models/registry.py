@@ -25,6 +25,7 @@ from koala import storage
 from koala.errors import KoalaError, one_line
 from koala.version import __version__
 from models.autoencoder import Autoencoder, AutoencoderConfig
+from models.chroma_unet import ChromaUNet, ChromaUNetConfig
 from models.gan import GAN, GANConfig
 from models.koalarization import Koalarization, KoalarizationConfig
 from models.pretrained_encoder import PretrainedEncoder, PretrainedEncoderConfig
@@ -34,6 +35,7 @@ from models.zhang import Zhang, ZhangConfig, ZhangResNetConfig
 
 #: name -> (network class, its config dataclass); ``unet`` is Koala's own flagship
 ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
+    "chroma_unet": (ChromaUNet, ChromaUNetConfig),
     "unet": (UNet, UNetConfig),
     "koalarization": (Koalarization, KoalarizationConfig),
     "zhang": (Zhang, ZhangConfig),

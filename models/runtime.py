@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 
 import torch
 
@@ -66,3 +67,19 @@ def inference_mode(device: torch.device, precision: str = "auto"):
     if dtype is not None:
         stack.enter_context(torch.autocast(device.type, dtype=dtype))
     return stack
+
+
+def hardware() -> str:
+    """CPU model and cores, memory, GPU and torch version, in one line."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, {gpu}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )

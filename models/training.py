@@ -12,11 +12,12 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from skimage.metrics import peak_signal_noise_ratio
@@ -28,12 +29,12 @@ from koala.colour import lab_to_rgb
 from koala.lifecycle import stop_on_signals, stop_requested
 from models.backbones import BACKBONE_INFO
 from models.blocks import AB_SCALE
-from models.calibration import collect_crops, fit_chroma_gain
+from models.calibration import collect_crops, fit_chroma_gain, fit_temperature
 from models.config import DEFAULT_BACKBONE, TrainConfig
 from models.data import feature_shards, make_loader, train_mean_ab_of
 from models.losses import box_mask
 from models.registry import build_model, load_model, options_for, save_model
-from models.runtime import resolve_device, set_torch_threads
+from models.runtime import fast_cpu_bf16, hardware, resolve_device, set_torch_threads
 
 
 def seed_everything(seed: int) -> None:
@@ -163,6 +164,8 @@ class _Run:
     best_blob: bytes | None = None
     val_loader: Any = None
     autocast: Any = None
+    #: whether training runs under bfloat16 autocast (CUDA, or a CPU with native bf16)
+    bf16: bool = False
     #: perf_counter at the start of the training time already spent (it goes on after a resume)
     started: float = 0.0
     budget: float | None = None
@@ -220,7 +223,8 @@ def _start(run: _Run) -> None:
     run.val_loader = make_loader(run.val_urls, cfg.batch_size, train=False)
     run.model.fit_prior(make_loader(run.train_urls, cfg.batch_size, train=False))
     run.model.to(device)
-    run.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    run.bf16 = device.type == "cuda" or fast_cpu_bf16()
+    run.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.bf16)
     run.started = time.perf_counter() - run.state["seconds"]
     run.budget = cfg.budget_minutes * 60 if cfg.budget_minutes else None
 
@@ -273,8 +277,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, float], int, bool]:
         leave=False,
     )
     for b in bar:
-        light, ab = b["light"].to(device), b["ab"].to(device)
-        mask = box_mask(b["box"].to(device), light.shape[-2:])
+        light, ab, mask = _training_view(b, device, cfg.resolution)
         with run.autocast:
             losses = model.train_step(light, b["embedding"].to(device), ab, mask, run.opts)
         for key, value in losses.items():
@@ -285,7 +288,22 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, float], int, bool]:
             raise KeyboardInterrupt("stop requested")
         if run.budget and time.perf_counter() - run.started > run.budget:
             return totals, count, True
+        if cfg.epoch_samples and count >= cfg.epoch_samples:
+            break
     return totals, count, False
+
+
+def _training_view(
+    b: dict, device: torch.device, resolution: int | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """L, a*b* and the real-pixel mask of a batch, area-downsampled to ``resolution``."""
+    light, ab = b["light"].to(device), b["ab"].to(device)
+    mask = box_mask(b["box"].to(device), light.shape[-2:])
+    if resolution and resolution != light.shape[-1]:
+        size = (resolution, resolution)
+        light, ab, mask = (F.interpolate(x, size=size, mode="area") for x in (light, ab, mask))
+        mask = (mask > 0.5).float()
+    return light, ab, mask
 
 
 def _record(
@@ -368,6 +386,8 @@ def _card(run: _Run, val_metrics: dict, calibration: dict | None) -> dict:
             storage.read_bytes(storage.join(run.root, "index.parquet"))
         ).hexdigest(),
         "training": asdict(run.cfg),
+        "hardware": hardware(),
+        "bf16_autocast": run.bf16,
         "optimizers": {k: type(opt).__name__ for k, opt in run.opts.items()},
         "training_seconds": round(state["seconds"], 1),
         "epochs_run": state["epoch"],
@@ -393,11 +413,19 @@ def calibrate(
     model.chroma_gain = 1.0
     if before_psnr is None:
         before_psnr = evaluate_val(model, val_loader, device)["psnr"]
-    gain, before, after = fit_chroma_gain(collect_crops(model, val_loader, device), target)
-    model.chroma_gain = gain
+    if hasattr(model, "temperature"):  # a colour distribution: sharpen it, no gain
+        temperature, before, after = fit_temperature(model, val_loader, device, target)
+        model.temperature = temperature
+        model.config = replace(model.config, temperature=temperature)
+        model.to(device)
+        what = f"annealed-mean temperature {temperature:.2f}"
+    else:
+        gain, before, after = fit_chroma_gain(collect_crops(model, val_loader, device), target)
+        model.chroma_gain = gain
+        what = f"chroma gain {gain:.2f}"
     val = evaluate_val(model, val_loader, device)
     log(
-        f"chroma gain {gain:.2f}: val colourfulness {before:.2f} -> {after:.2f} of ground "
+        f"{what}: val colourfulness {before:.2f} -> {after:.2f} of ground "
         f"truth; val PSNR {before_psnr:.2f} -> {val['psnr']:.2f} dB"
     )
     return val, {"target": target, "ratio_before": before, "ratio_after": after}
@@ -433,7 +461,7 @@ def _maybe_finetune(model: nn.Module, opts: Optimizers, epoch: int) -> None:
     model.set_encoder_trainable(True)
     lr = opts["model"].param_groups[0]["initial_lr"] / 10
     opts["model"].add_param_group(
-        {"params": list(model.encoder.parameters()), "lr": lr, "initial_lr": lr}
+        {"params": model.encoder_parameters(), "lr": lr, "initial_lr": lr}
     )
 
 

@@ -32,7 +32,7 @@ from koala.fetch import TRANSIENT_REASONS as FETCH_TRANSIENT
 log = logging.getLogger(__name__)
 
 _INTS = ("width", "height", "bit_depth")
-_FLOATS = ("seconds", "colour_score")
+_FLOATS = ("seconds", "colour_score", "confidence")
 INDEX_COLUMNS = [
     "input_uri",
     "input_sha256",
@@ -52,6 +52,7 @@ INDEX_COLUMNS = [
     "ordinal",
     "colour_score",
     "colour_evidence",
+    "confidence",
     "treated_as",
     "input_stamp",
     "colorized_at",

@@ -19,6 +19,7 @@ import posixpath
 import time
 from collections import Counter
 from functools import lru_cache
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -49,7 +50,7 @@ from koala.sources import (
 )
 from koala.uris import split_member_uri
 from models.backbones import cached_backbone
-from models.calibration import predict_ab
+from models.calibration import predict_with_confidence
 from models.config import DEFAULT_BACKBONE
 from models.registry import load_model
 from models.runtime import inference_mode, resolve_device, set_torch_threads
@@ -149,7 +150,7 @@ def output_names(refs: list[InputRef]) -> dict[str, str]:
     return {k: f"{n}-{k[:8]}" if seen[n] > 1 else n for k, n in names.items()}
 
 
-def _thumb(img: Image.Image | np.ndarray) -> bytes:
+def make_thumb(img: Image.Image | np.ndarray) -> bytes:
     """A contact-sheet JPEG; big images are reduced first, without a full-size copy."""
     if isinstance(img, np.ndarray):
         step = max(1, max(img.shape[:2]) // (2 * THUMB))
@@ -169,6 +170,16 @@ def thumb_uris(output: str, key: str) -> tuple[str, str]:
     return f"{base}-before.jpg", f"{base}-after.jpg"
 
 
+class Prediction(NamedTuple):
+    """A scan's predicted a*b* (2, S, S) on its padded working view, the image's box in the
+    view, the view's L* (the guide of the upsampling) and the model's confidence."""
+
+    ab: np.ndarray
+    box: tuple[int, int, int, int]
+    light: np.ndarray
+    confidence: float | None
+
+
 def _predict(
     model: torch.nn.Module,
     backbone,
@@ -176,22 +187,25 @@ def _predict(
     device: torch.device,
     precision: str,
     saturation: float = 1.0,
-) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
-    """a*b* (2, S, S) on the padded working view of each scan, times ``saturation`` (the colour
-    strength the archivist asked for), and the box of the image."""
+) -> list[Prediction]:
+    """One forward for ``scans``: their a*b* times ``saturation`` (the colour strength the
+    archivist asked for), boxes, view L* and confidences."""
     views = [working_views(s.view) for s in scans]
     light = torch.from_numpy(np.stack([v["l"] for v in views])[:, None].astype(np.float32) / 255)
+    boxes = [v["box200"] for v in views]
     channels_last = torch.channels_last
     with inference_mode(device, precision):
         embedding = None
         if getattr(model, "uses_embedding", True):
             gray = torch.from_numpy(np.stack([v["gray299"] for v in views])[:, None])
             embedding, _ = backbone(gray.to(device).contiguous(memory_format=channels_last))
-        light = light.to(device).contiguous(memory_format=channels_last)
-        ab = predict_ab(model, light, embedding).float().cpu().numpy()
+        light_in = light.to(device).contiguous(memory_format=channels_last)
+        ab, confidence = predict_with_confidence(model, light_in, embedding, boxes)
+        ab = ab.float().cpu().numpy()
     if saturation != 1.0:
         ab *= saturation
-    return [(ab[i], v["box200"]) for i, v in enumerate(views)]
+    lum = light[:, 0].numpy() * 100.0
+    return [Prediction(ab[i], boxes[i], lum[i], confidence[i]) for i in range(len(views))]
 
 
 def _new_row(ref: InputRef, card: dict, cfg: ColorizeConfig, plan: RunPlan) -> dict:
@@ -256,10 +270,11 @@ def _merge_and_write(
             row.update(status="failed", reason=f"model_error: {one_line(exc)}", seconds=spent)
         return
     share = (time.perf_counter() - t0) / len(pending)
-    for (row, scan, spent), (ab, box) in zip(pending, predictions, strict=True):
+    for (row, scan, spent), prediction in zip(pending, predictions, strict=True):
         t1 = time.perf_counter()
+        row["confidence"] = prediction.confidence
         try:
-            _write_output(row, scan, ab, box, cfg, card)
+            _write_output(row, scan, prediction, cfg, card)
         except Exception as exc:
             if _fatal(exc):
                 raise OutputError(f"output {cfg.output!r}: {exc.strerror or exc}") from None
@@ -332,14 +347,18 @@ def group_batches(batches: list[list[InputRef]], most: int = 4, tasks: int = 8) 
     return [batches[i : i + size] for i in range(0, len(batches), size)]
 
 
-def _write_output(
-    row: dict, scan: Scan, ab: np.ndarray, box: tuple[int, int, int, int], cfg, card: dict
-) -> None:
+def _write_output(row: dict, scan: Scan, prediction: Prediction, cfg, card: dict) -> None:
     """Merge, encode and atomically write one output (and its thumbnails when sampled): in the
     format :func:`resolve_format` chooses, 16-bit where the scan and the format are, with the
     input's metadata (``scan.metadata``) and the Koala label."""
     fmt = resolve_format(cfg.format, scan)
-    rgb = colorize_lightness(scan.lightness, ab, box, output_dtype(fmt, scan.bit_depth))
+    rgb = colorize_lightness(
+        scan.lightness,
+        prediction.ab,
+        prediction.box,
+        output_dtype(fmt, scan.bit_depth),
+        light_view=prediction.light,
+    )
     data = encode_output(
         rgb,
         fmt,
@@ -353,8 +372,8 @@ def _write_output(
     storage.atomic_write_bytes(uri, data)
     if row["ordinal"] < SHEET_INPUTS:
         before, after = thumb_uris(cfg.output, row["key"])
-        storage.atomic_write_bytes(before, _thumb(scan.view))
-        storage.atomic_write_bytes(after, _thumb(rgb))
+        storage.atomic_write_bytes(before, make_thumb(scan.view))
+        storage.atomic_write_bytes(after, make_thumb(rgb))
     row.update(status="ok", output_uri=uri)
 
 

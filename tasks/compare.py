@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import html
 import io
-import os
-import platform
-
-import torch
 
 from koala import storage
 from koala.errors import KoalaError
 from models.config import FLAGSHIP
+from models.runtime import hardware
 
 #: every model of the comparison: the papers' models, then Koala's own flagship
 COMPARED = (
@@ -48,22 +45,6 @@ def scored_split(counts: dict[str, int], split: str) -> tuple[str, str]:
             "chroma calibration also used it, so every model's numbers are slightly optimistic."
         )
     raise KoalaError(f"the dataset has no {split!r} samples (splits: {counts})")
-
-
-def hardware() -> str:
-    """CPU model and cores, memory, GPU and torch version, in one line."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, {gpu}; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-    )
 
 
 def plot_curves(cards: dict[str, dict], path: str) -> None:

@@ -78,6 +78,8 @@ class EvaluateConfig:
     split: str = "test"
     #: images in the report's sample grid
     samples: int = 8
+    #: score only the first this many images of the split (in shard order; None: all)
+    limit: int | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import html
 import io
 import json
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -99,12 +100,13 @@ def evaluate_models(
     rows, pooled = [], {n: [] for n in [*names, "ground_truth"]}
     grid: list[dict] = []
     pil_guards()  # stored images may exceed Pillow's own pixel limit (--max-pixels)
-    for i, (key, jpg, feat) in enumerate(split_samples(root, backbone, split)):
+    for i, (key, jpg, feat) in enumerate(islice(split_samples(root, backbone, split), cfg.limit)):
         rgb = np.asarray(Image.open(io.BytesIO(jpg)).convert("RGB"))
         lab = rgb_to_lab(rgb)
         box = tuple(feat["json"]["box200"])
         light = torch.from_numpy(feat["l.npy"].astype(np.float32) / 255.0)[None, None]
         emb = torch.from_numpy(feat["emb.npy"].astype(np.float32))[None]
+        light_star = light[0, 0].numpy() * 100.0  # the guide of the upsampling
         views = {
             "gray": np.zeros((2, *light.shape[-2:]), np.float32),
             "mean_ab": np.stack(
@@ -119,7 +121,7 @@ def evaluate_models(
                 views[name] = predict_ab(model, light, emb)[0].numpy()
         outputs = {}
         for name in names:
-            merged = merge_full_resolution(lab, views[name], box)
+            merged = merge_full_resolution(lab, views[name], box, light_view=light_star)
             outputs[name] = lab_to_rgb(merged)
             rows.append(
                 {

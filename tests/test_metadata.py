@@ -27,7 +27,7 @@ from koala.outputs import (
     resolve_format,
 )
 from koala.scans import read_scan
-from tasks.colorize import ColorizeConfig, _write_output
+from tasks.colorize import ColorizeConfig, Prediction, _write_output
 from tests.fixtures import colour_photo
 
 LABEL = "Colorized by Koala unet@v9"
@@ -207,7 +207,8 @@ def test_16_bit_tiff_master_stays_a_16_bit_tiff(tmp_path: Path) -> None:
         "key": "k",
     }
     ab = np.zeros((2, 200, 200), dtype=np.float32)  # neutral colour: the output's L* is the scan's
-    _write_output(row, scan, ab, (0, 0, 200, 200), cfg, {"name": "unet", "version": "v9"})
+    prediction = Prediction(ab, (0, 0, 200, 200), np.full((200, 200), 50.0, np.float32), None)
+    _write_output(row, scan, prediction, cfg, {"name": "unet", "version": "v9"})
     assert row["status"] == "ok" and row["output_uri"].endswith("scans/master.tif")
     out = Path(row["output_uri"]).read_bytes()
     with tifffile.TiffFile(io.BytesIO(out)) as t:

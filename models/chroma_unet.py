@@ -1,0 +1,185 @@
+"""Koala's flagship: colour as a distribution, predicted at a quarter of the resolution and
+brought back up along the picture's own edges.
+
+- Encoder: EfficientNet-Lite0 (ImageNet weights), frozen for ``finetune_after`` epochs and then
+  fine-tuned at a tenth of the learning rate; the global embedding of the 299 view is fused in
+  at stride 32.
+- Decoder: a light U-Net that stops at stride 4 and classifies every pixel of that grid over the
+  in-gamut a*b* bins (models/ab_bins.py), trained with the cross entropy against soft-encoded
+  targets (optionally rebalanced). A distribution does not collapse to gray where a hue is
+  uncertain the way a regressed mean does; its entropy is the per-pixel confidence.
+- Decoding: the annealed mean at ``temperature`` (1: the mean, the PSNR-optimal point;
+  lower: towards the mode, more vivid), fitted on val to a colourfulness target by
+  models/calibration.py, then a fast guided filter (He and Sun, 2015; koala.colour) that
+  upsamples the quarter-resolution a*b* guided by the input's own L, so colour stops at edges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import ab_bins
+from models.backbones import LITE0_CHANNELS, LITE0_INFO, lite0_encoder, lite0_features
+from models.base import Colorizer
+from models.blocks import AB_SCALE, FusionLayer, conv_relu
+from models.losses import box_mask
+
+#: decoder widths at strides 32 (after fusion), 16, 8 and 4
+DECODER_CHANNELS = (256, 160, 128, 128)
+#: the encoder stages used: strides 4 to 32 (the stride-2 features are left to the guided filter)
+ENCODER_STAGES = LITE0_CHANNELS[1:]
+
+
+@dataclass(frozen=True)
+class ChromaUNetConfig:
+    embedding_dim: int = LITE0_INFO.embedding_dim
+    pretrained: bool = True
+    freeze_encoder: bool = True
+    #: unfreeze the encoder (at a tenth of the learning rate) after this many epochs
+    finetune_after: int | None = 1
+    #: fine-tune the encoder's blocks from this one on (5: the stride-16 and -32 stages; 0: all)
+    finetune_from: int = 5
+    #: a*b* grid size of the bins
+    grid: float = 10.0
+    #: annealed-mean temperature of decoding (calibration may lower it towards the mode)
+    temperature: float = 1.0
+    #: lambda of Zhang's class rebalancing (1 = none; 0.5 = the paper's)
+    rebalance: float = 1.0
+    neighbours: int = 5
+    sigma: float = 5.0
+    #: guided upsampling: window radius (pixels of the quarter grid) and regulariser (L in [0, 1])
+    guide_radius: int = 1
+    guide_eps: float = 1e-3
+
+
+class UpBlock(nn.Module):
+    """Upsample to the skip's size, concatenate the skip, two 3x3 convolutions."""
+
+    def __init__(self, cin: int, skip: int, cout: int) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(conv_relu(cin + skip, cout), conv_relu(cout, cout))
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.convs(torch.cat([x, skip], 1))
+
+
+def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over (2 radius + 1)^2 windows, windows clipped at the borders."""
+    k = 2 * radius + 1
+    return F.avg_pool2d(x, k, stride=1, padding=radius, count_include_pad=False)
+
+
+def guided_upsample(
+    light: torch.Tensor, ab_low: torch.Tensor, radius: int, eps: float
+) -> torch.Tensor:
+    """Fast guided filter: a*b* (B, 2, h, w) to the size of L (B, 1, H, W), as a local linear
+    function of L fitted on the low grid (so chroma edges follow L's edges)."""
+    low = F.interpolate(light, size=ab_low.shape[-2:], mode="area")
+    mean_l, mean_ab = box_mean(low, radius), box_mean(ab_low, radius)
+    cov = box_mean(low * ab_low, radius) - mean_l * mean_ab
+    var = box_mean(low * low, radius) - mean_l * mean_l
+    a = cov / (var + eps)
+    b = mean_ab - a * mean_l
+    size = light.shape[-2:]
+    a_up = F.interpolate(box_mean(a, radius), size=size, mode="bilinear", align_corners=False)
+    b_up = F.interpolate(box_mean(b, radius), size=size, mode="bilinear", align_corners=False)
+    return a_up * light + b_up
+
+
+class ChromaUNet(Colorizer):
+    """``forward(light, embedding)``: L in [0, 1] (B, 1, H, W) -> a*b*/128 (B, 2, H, W);
+    :meth:`logits` gives the bin scores at a quarter of the size."""
+
+    uses_embedding = True
+    loss = "cross_entropy"
+    frozen_encoder_statistics = True
+
+    def __init__(self, config: ChromaUNetConfig = ChromaUNetConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = lite0_encoder(config.pretrained)
+        centres = ab_bins.gamut_bins(config.grid)
+        self.register_buffer("centres", centres)
+        self.register_buffer("class_weights", torch.ones(len(centres)))
+        self.fusion = FusionLayer(ENCODER_STAGES[-1], config.embedding_dim, DECODER_CHANNELS[0])
+        ups, cin = [], DECODER_CHANNELS[0]
+        for skip, cout in zip(reversed(ENCODER_STAGES[:-1]), DECODER_CHANNELS[1:], strict=True):
+            ups.append(UpBlock(cin, skip, cout))
+            cin = cout
+        self.ups = nn.ModuleList(ups)
+        self.classify = nn.Conv2d(cin, len(centres), 1)
+        self.temperature = config.temperature
+        self.set_encoder_trainable(not config.freeze_encoder)
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """The encoder blocks from ``finetune_from`` on (the cheap, semantic, low-resolution
+        ones: backpropagation stops there, so fine-tuning costs little on a CPU)."""
+        blocks = self.encoder._blocks[self.config.finetune_from :]
+        return [p for block in blocks for p in block.parameters()]
+
+    def logits(self, light: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """Bin scores (B, Q, H/4, W/4)."""
+        skips = lite0_features(self.encoder, light)[1:]
+        x = self.fusion(skips[-1], embedding)
+        for up, skip in zip(self.ups, reversed(skips[:-1]), strict=True):
+            x = up(x, skip)
+        return self.classify(x)
+
+    def decode(
+        self, logits: torch.Tensor, light: torch.Tensor, temperature: float | None = None
+    ) -> torch.Tensor:
+        """Annealed-mean a*b*/128, guided-upsampled to the size of ``light``."""
+        t = self.temperature if temperature is None else temperature
+        ab = ab_bins.annealed_mean(logits, self.centres, t) / AB_SCALE
+        cfg = self.config
+        return guided_upsample(light.float(), ab, cfg.guide_radius, cfg.guide_eps).clamp(-1, 1)
+
+    def forward(self, light: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.logits(light, embedding), light)
+
+    def predict(
+        self, light: torch.Tensor, embedding: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """a*b*/128 and the per-image confidence: 1 - the mean normalised entropy of the
+        predicted colour distribution over the real pixels (pad excluded by the caller's box
+        is not known here, so the whole view counts; white pad is confidently neutral)."""
+        logits = self.logits(light, embedding)
+        return self.decode(logits, light), confidence_map(logits)
+
+    def fit_prior(self, batches: Iterable[dict]) -> None:
+        """Rebalancing weights from the training split's a*b* (only when rebalancing)."""
+        if self.config.rebalance >= 1.0:
+            return
+        counts = torch.zeros(len(self.centres), dtype=torch.long)
+        centres = self.centres.cpu()
+        for b in batches:
+            mask = box_mask(b["box"], b["ab"].shape[-2:])
+            counts += ab_bins.bin_counts(b["ab"] * AB_SCALE, mask, centres)
+        weights = ab_bins.rebalancing_weights(counts, centres, self.config.rebalance)
+        self.class_weights.copy_(weights.to(self.class_weights))
+
+    def objective(self, light, embedding, ab, mask):
+        """(Rebalanced) cross entropy against soft-encoded targets on the quarter grid."""
+        logits = self.logits(light, embedding)
+        size = logits.shape[-2:]
+        target_ab = ab_bins.downsample(ab, size) * AB_SCALE
+        real = ab_bins.downsample(mask, size)[:, 0]
+        cfg = self.config
+        target = ab_bins.soft_encode(target_ab, self.centres, cfg.neighbours, cfg.sigma)
+        weight = real * self.class_weights[target.argmax(1)]
+        ce = -(target * torch.log_softmax(logits.float(), dim=1)).sum(1)
+        loss = (ce * weight).sum() / real.sum().clamp_min(1.0)
+        return loss, self.decode(logits, light)
+
+
+def confidence_map(logits: torch.Tensor) -> torch.Tensor:
+    """1 - entropy / log(Q) of the predicted distribution, per pixel (B, 1, h, w) in [0, 1]."""
+    logp = torch.log_softmax(logits.float(), dim=1)
+    entropy = -(logp.exp() * logp).sum(1, keepdim=True)
+    return 1.0 - entropy / torch.log(torch.tensor(float(logits.shape[1])))

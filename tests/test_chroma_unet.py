@@ -1,0 +1,115 @@
+"""The flagship's colour machinery: edge-aware (guided) upsampling of a*b*, the per-image
+confidence from the predicted colour distribution, and the annealed-mean temperature that
+calibration fits instead of a chroma gain."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from koala.colour import colorize_lightness, merge_full_resolution
+from models.calibration import colourfulness_ratio, fit_temperature, predict_with_confidence
+from models.chroma_unet import confidence_map, guided_upsample
+from models.registry import build_model
+
+
+def _step_scene(size: int) -> np.ndarray:
+    """L*: a bright sky (left) against a dark head (right), edge at 60% of the width."""
+    light = np.full((size, size), 80.0, np.float32)
+    light[:, int(size * 0.6) :] = 30.0
+    return light
+
+
+def _blurred_ab(view: int, width: float = 1.0) -> np.ndarray:
+    """a*b* as a low-resolution prediction has it: blue sky, warm head, a soft transition
+    ``width`` pixels wide across the edge."""
+    x = np.arange(view, dtype=np.float32) + 0.5
+    t = np.clip((x - view * 0.6) / width + 0.5, 0, 1)
+    ab = np.empty((2, view, view), np.float32)
+    ab[0] = (1 - t) * -5 + t * 20  # a*: sky slightly green-blue, skin red
+    ab[1] = (1 - t) * -30 + t * 25  # b*: sky blue, skin yellow
+    return ab
+
+
+def test_guided_upsampling_stops_colour_at_the_edge() -> None:
+    """Bilinear upsampling paints the sky orange next to the head (a halo); guided by the
+    scan's own L*, the sky keeps its blue up to the edge."""
+    view, full = 50, 500
+    ab_view = _blurred_ab(view)
+    light_full = _step_scene(full)
+    light_view = _step_scene(view)
+    lab = np.stack([light_full, light_full * 0, light_full * 0], -1)
+    plain = merge_full_resolution(lab, ab_view, (0, 0, view, view))
+    guided = merge_full_resolution(lab, ab_view, (0, 0, view, view), light_view=light_view)
+    edge = int(full * 0.6)
+    sky, head = slice(edge - 30, edge), slice(edge, edge + 30)  # 30 pixels either side
+    assert plain[:, sky, 2].max() > -10  # bilinear: the sky turns yellow next to the head
+    assert guided[:, sky, 2].max() < -20  # guided: it stays blue up to the edge
+    for side, truth in ((sky, -30.0), (head, 25.0)):
+        halo = [np.abs(x[:, side, 2] - truth).mean() for x in (plain, guided)]
+        assert halo[1] < 0.5 * halo[0], halo
+    strips = colorize_lightness(light_full, ab_view, (0, 0, view, view), light_view=light_view)
+    from koala.colour import lab_to_rgb
+
+    reference = lab_to_rgb(guided)
+    assert np.abs(strips.astype(int) - reference.astype(int)).max() <= 2
+
+
+def test_model_level_guided_upsampling_follows_light() -> None:
+    light = torch.from_numpy(_step_scene(64) / 100.0)[None, None]
+    ab_low = torch.from_numpy(_blurred_ab(16) / 128.0)[None]
+    out = guided_upsample(light, ab_low, radius=1, eps=1e-3)
+    assert out.shape == (1, 2, 64, 64)
+    assert float(out[0, 1, :, 30:37].max()) < -0.15  # sky side near the edge stays blue
+    assert float(out[0, 1, :, 40:45].min()) > 0.1
+
+
+def test_confidence_is_high_for_a_peaked_distribution_and_low_for_a_flat_one() -> None:
+    peaked = torch.full((1, 261, 4, 4), -20.0)
+    peaked[:, 7] = 20.0
+    flat = torch.zeros(1, 261, 4, 4)
+    assert float(confidence_map(peaked).min()) > 0.99
+    assert float(confidence_map(flat).max()) < 1e-5
+    model = build_model("chroma_unet", pretrained=False).eval()
+    light, emb = torch.rand(2, 1, 64, 64), torch.randn(2, 1280)
+    with torch.no_grad():
+        ab, scores = predict_with_confidence(model, light, emb, [(0, 0, 64, 64), (8, 0, 56, 64)])
+    assert ab.shape == (2, 2, 64, 64) and len(scores) == 2
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    plain = build_model("regression").eval()
+    with torch.no_grad():
+        _, none = predict_with_confidence(plain, light, emb, [(0, 0, 64, 64)] * 2)
+    assert none == [None, None]
+
+
+def test_temperature_calibration_reaches_the_colour_target() -> None:
+    """Lowering the annealed-mean temperature makes outputs more colourful; the fit finds
+    the highest temperature that reaches the target (no gain)."""
+    torch.manual_seed(0)
+    model = build_model("chroma_unet", pretrained=False).eval()
+    with torch.no_grad():  # a weakly confident head: its mean is washed out
+        model.classify.weight.mul_(0.0)
+        model.classify.bias.copy_(torch.randn(len(model.centres)) * 0.5)
+    size = 48
+    light = torch.rand(4, 1, size, size) * 0.6 + 0.2
+    ab = torch.zeros(4, 2, size, size)
+    ab[:, 0] = 0.35  # a vivid red truth
+    batch = {
+        "light": light,
+        "ab": ab,
+        "embedding": torch.randn(4, 1280),
+        "box": torch.tensor([[0, 0, size, size]] * 4),
+    }
+    temperature, before, after = fit_temperature(model, [batch], torch.device("cpu"), 0.5)
+    assert temperature < 1.0 and before < 0.5 <= after
+    lum = light[0, 0].numpy()
+    with torch.no_grad():
+        logits = model.logits(light[:1], batch["embedding"][:1])
+        ratios = [
+            colourfulness_ratio(
+                [(lum, model.decode(logits, light[:1], t)[0].numpy() * 128, ab[0].numpy() * 128)],
+                1.0,
+            )
+            for t in (1.0, 0.5, 0.25)
+        ]
+    assert ratios[0] < ratios[1] < ratios[2]
