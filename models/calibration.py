@@ -52,7 +52,7 @@ def predict_with_confidence(
     return ab, scores
 
 
-def _rgb(light: np.ndarray, ab: np.ndarray) -> np.ndarray:
+def view_rgb(light: np.ndarray, ab: np.ndarray) -> np.ndarray:
     """RGB of L in [0, 1] (H, W) and a*b* (2, H, W)."""
     return lab_to_rgb(np.concatenate([light[..., None] * 100.0, ab.transpose(1, 2, 0)], -1))
 
@@ -62,8 +62,8 @@ def colourfulness_ratio(
 ) -> float:
     """Mean colourfulness of the outputs with ``gain`` over that of the ground truth, for
     (L, predicted ab, true ab) crops of the real image box."""
-    out = [colourfulness(_rgb(lum, np.clip(p * gain, -128, 127))) for lum, p, _ in crops]
-    true = [colourfulness(_rgb(lum, t)) for lum, _, t in crops]
+    out = [colourfulness(view_rgb(lum, np.clip(p * gain, -128, 127))) for lum, p, _ in crops]
+    true = [colourfulness(view_rgb(lum, t)) for lum, _, t in crops]
     return float(np.mean(out) / max(np.mean(true), 1e-6))
 
 
@@ -129,7 +129,7 @@ def collect_logits(model: nn.Module, batches: Iterable[dict], device: torch.devi
     return kept
 
 
-def _crops_at(model: nn.Module, kept: list, temperature: float) -> list:
+def crops_at_temperature(model: nn.Module, kept: list, temperature: float) -> list:
     crops = []
     with torch.inference_mode():
         for light, logits, ab, box in kept:
@@ -155,17 +155,17 @@ def fit_temperature(
     kept = collect_logits(model, batches, device)
     model.cpu()
     high = float(model.temperature)
-    before = colourfulness_ratio(_crops_at(model, kept, high), 1.0)
+    before = colourfulness_ratio(crops_at_temperature(model, kept, high), 1.0)
     if before >= target:
         return high, before, before
     low = MIN_TEMPERATURE
-    low_ratio = colourfulness_ratio(_crops_at(model, kept, low), 1.0)
+    low_ratio = colourfulness_ratio(crops_at_temperature(model, kept, low), 1.0)
     if low_ratio <= before:  # sharpening makes it no more colourful: keep the model's own
         return high, before, before
     if low_ratio < target:
         return low, before, low_ratio
     while high - low > 0.01:
         mid = round((low + high) / 2, 4)
-        ratio = colourfulness_ratio(_crops_at(model, kept, mid), 1.0)
+        ratio = colourfulness_ratio(crops_at_temperature(model, kept, mid), 1.0)
         low, high, low_ratio = (mid, high, ratio) if ratio >= target else (low, mid, low_ratio)
     return round(low, 3), before, low_ratio

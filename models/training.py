@@ -411,6 +411,8 @@ def calibrate(
     metrics with the gain and the calibration record for the card. ``before_psnr`` (val PSNR
     without a gain) is measured when the caller does not know it."""
     model.chroma_gain = 1.0
+    if hasattr(model, "temperature"):  # start from the distribution's mean
+        model.temperature = 1.0
     if before_psnr is None:
         before_psnr = evaluate_val(model, val_loader, device)["psnr"]
     if hasattr(model, "temperature"):  # a colour distribution: sharpen it, no gain

@@ -4,6 +4,9 @@ calibration fits instead of a chroma gain."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -113,3 +116,37 @@ def test_temperature_calibration_reaches_the_colour_target() -> None:
             for t in (1.0, 0.5, 0.25)
         ]
     assert ratios[0] < ratios[1] < ratios[2]
+
+
+def test_index_has_confidence_and_the_sheet_shows_the_least_confident_first(tmp_path) -> None:
+    """Colorize with the flagship architecture: every ok row carries a confidence in [0, 1];
+    the contact sheet's review section lists results lowest confidence first, with
+    thumbnails made from the outputs even for inputs outside the sampled ones."""
+    from models.registry import save_model
+    from tasks.archive_index import read_index
+    from tasks.colorize import ColorizeConfig, colorize_batch, prepare_run
+    from tasks.contact_sheet import write_contact_sheet
+    from tests.fixtures import colour_photo, encode
+
+    registry = str(tmp_path / "registry")
+    torch.manual_seed(0)
+    model = build_model("chroma_unet", pretrained=False)
+    save_model(registry, "chroma_unet", model, {"backbone": "efficientnet-lite0"})
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for i in range(3):
+        gray = colour_photo(700 + i, (140 + 20 * i, 100)).convert("L")
+        (scans / f"s{i}.png").write_bytes(encode(gray, "PNG"))
+    out = tmp_path / "out"
+    cfg = ColorizeConfig(registry, "chroma_unet", str(out), "png")
+    refs, plan, _, _ = prepare_run(str(scans), cfg)
+    assert colorize_batch(refs, plan, cfg)["counts"] == {"ok": 3}
+    index = read_index(str(out))
+    assert index["confidence"].between(0.0, 1.0).all()
+    for thumb in (out / "contact").glob("*"):
+        thumb.unlink()  # as if these inputs were beyond the sampled first ones
+    html = Path(write_contact_sheet(str(out), index, "chroma_unet")).read_text()
+    review = html.split("Review first", 1)[1].split("Before and after", 1)[0]
+    shown = [float(x) for x in re.findall(r"confidence (\d\.\d\d)", review)]
+    assert len(shown) == 3 and shown == sorted(shown), shown
+    assert len(list((out / "contact").glob("*-after.jpg"))) == 3

@@ -1,0 +1,132 @@
+"""The colour/accuracy frontier: PSNR over gray against colourfulness (a fraction of the
+truth's) for each model as its colour is turned up, by the annealed-mean temperature (models
+that predict a colour distribution) and by a chroma gain (any model).
+
+Measured on a split's 200 px views (the images' real part, not the pad), so it is fast; the
+full-resolution numbers come from ``koala evaluate``. Writes ``frontier.png`` and prints JSON.
+
+    python bench/frontier.py --data DATA --models chroma_unet@V,unet --out reports/frontier
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage.metrics import peak_signal_noise_ratio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.calibration import (
+    collect_crops,
+    collect_logits,
+    colourfulness_ratio,
+    crops_at_temperature,
+    view_rgb,
+)
+from models.data import feature_shards, make_loader
+from models.registry import load_model
+
+TEMPERATURES = (1.0, 0.8, 0.6, 0.5, 0.42, 0.35, 0.3, 0.25, 0.2)
+GAINS = (1.0, 1.15, 1.3, 1.45, 1.6, 1.8, 2.0)
+
+
+def psnr(crops: list, gain: float = 1.0) -> float:
+    """Mean RGB PSNR of L + gain * predicted a*b* against L + true a*b*."""
+    scores = [
+        peak_signal_noise_ratio(
+            view_rgb(lum, t), view_rgb(lum, np.clip(p * gain, -128, 127)), data_range=255
+        )
+        for lum, p, t in crops
+    ]
+    return float(np.mean(scores))
+
+
+def gray_psnr(crops: list) -> float:
+    return psnr([(lum, np.zeros_like(p), t) for lum, p, t in crops])
+
+
+def sweep(model, name: str, batches: list, device: torch.device) -> dict:
+    """The model's points: by temperature (if it has one) and by gain."""
+    points = {}
+    if hasattr(model, "temperature"):
+        kept = collect_logits(model, batches, device)
+        own = model.temperature
+        points["temperature"] = []
+        for t in TEMPERATURES:
+            crops = crops_at_temperature(model, kept, t)
+            points["temperature"].append(
+                {"t": t, "colour": colourfulness_ratio(crops, 1.0), "psnr": psnr(crops)}
+            )
+        model.temperature = 1.0
+        crops = crops_at_temperature(model, kept, 1.0)
+        model.temperature = own
+    else:
+        model.chroma_gain = 1.0
+        crops = collect_crops(model, batches, device)
+    points["gain"] = [
+        {"gain": g, "colour": colourfulness_ratio(crops, g), "psnr": psnr(crops, g)} for g in GAINS
+    ]
+    return points
+
+
+def plot(results: dict, gray: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for name, points in results.items():
+        for how, marker in (("temperature", "o-"), ("gain", "s--")):
+            if how in points:
+                xs = [p["colour"] for p in points[how]]
+                ys = [p["psnr"] - gray for p in points[how]]
+                ax.plot(xs, ys, marker, label=f"{name} by {how}", markersize=4)
+    ax.axvspan(0.85, 1.15, color="green", alpha=0.08, label="colourfulness target 0.85-1.15")
+    ax.axhline(1.5, color="gray", lw=0.8, ls=":", label="+1.5 dB over gray")
+    ax.set_xlabel("colourfulness / ground truth")
+    ax.set_ylabel("PSNR over gray (dB)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--models", required=True, help="comma-separated NAME[@VERSION]")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--limit", type=int, default=256, help="samples (at most)")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    urls = feature_shards(args.data, "efficientnet-lite0", args.split)
+    loader = make_loader(urls, 16, train=False)
+    batches, n = [], 0
+    for b in loader:
+        batches.append(b)
+        n += len(b["light"])
+        if n >= args.limit:
+            break
+    device = torch.device("cpu")
+    results = {}
+    for spec in args.models.split(","):
+        model, card = load_model(args.data, spec)
+        results[f"{card['name']}@{card['version'][:15]}"] = sweep(model, spec, batches, device)
+    model, _ = load_model(args.data, args.models.split(",")[0])
+    gray = gray_psnr(collect_crops(model, batches, device))
+    plot(results, gray, out / "frontier.png")
+    summary = {"split": args.split, "samples": n, "gray_psnr": gray, "models": results}
+    (out / "frontier.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
