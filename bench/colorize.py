@@ -33,6 +33,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, run_measured, start_prefect_server
 
+sys.path.insert(0, str(REPO))
+from models.config import FLAGSHIP
+
 SIZE = (1155, 866)  # 1.0 megapixel
 
 
@@ -55,19 +58,21 @@ def scans(folder: Path, n: int, size: tuple[int, int] = SIZE) -> list[Path]:
     return paths
 
 
-def end_to_end(folder: Path, out: Path, registry: str, workers: int | None = None) -> float:
+def end_to_end(
+    folder: Path, out: Path, registry: str, model: str, workers: int | None = None
+) -> float:
     from flows.colorize import colorize_archive
     from infra.runners import dask_runner
 
     flow = colorize_archive.with_options(task_runner=dask_runner(workers=workers))
     t0 = time.perf_counter()
-    result = flow(input=str(folder), output=str(out), registry=registry)
+    result = flow(input=str(folder), output=str(out), registry=registry, model=model)
     seconds = time.perf_counter() - t0
     assert result["counts"] == {"ok": result["inputs"]}, result
     return result["inputs"] / seconds
 
 
-def stages(paths: list[Path], out: Path, registry: str, batch: int) -> dict[str, float]:
+def stages(paths: list[Path], out: Path, registry: str, name: str, batch: int) -> dict[str, float]:
     """Seconds per image of each stage alone, one thread (as one Dask worker has)."""
     import torch
 
@@ -80,7 +85,7 @@ def stages(paths: list[Path], out: Path, registry: str, batch: int) -> dict[str,
     set_torch_threads()
     torch.set_num_threads(1)
     device = torch.device("cpu")
-    model, backbone, card = cached_colorizer(registry, "unet", device)
+    model, backbone, card = cached_colorizer(registry, name, device)
     _predict(model, backbone, [read_scan(paths[0].read_bytes())], device, "auto")  # warm-up
     t = {"decode": 0.0, "forward": 0.0, "merge": 0.0, "encode": 0.0}
     for i in range(0, len(paths), batch):
@@ -90,12 +95,12 @@ def stages(paths: list[Path], out: Path, registry: str, batch: int) -> dict[str,
         preds = _predict(model, backbone, batch_scans, device, "auto")
         t2 = time.perf_counter()
         merged = [
-            colorize_lightness(s.lightness, ab, box)
-            for s, (ab, box) in zip(batch_scans, preds, strict=True)
+            colorize_lightness(s.lightness, p.ab, p.box, light_view=p.light)
+            for s, p in zip(batch_scans, preds, strict=True)
         ]
         t3 = time.perf_counter()
         for j, rgb in enumerate(merged):
-            data = encode_output(rgb, "jpg", "unet", card["version"], "0" * 64)
+            data = encode_output(rgb, "jpg", name, card["version"], "0" * 64)
             (out / f"{i + j}.jpg").write_bytes(data)
         t4 = time.perf_counter()
         for k, dt in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
@@ -103,7 +108,7 @@ def stages(paths: list[Path], out: Path, registry: str, batch: int) -> dict[str,
     return {k: v / len(paths) for k, v in t.items()}
 
 
-def naive(paths: list[Path], out: Path, registry: str) -> float:
+def naive(paths: list[Path], out: Path, registry: str, name: str) -> float:
     """One image at a time with scikit-image, as research code does it."""
     import torch
     from skimage import color, io, transform
@@ -114,7 +119,7 @@ def naive(paths: list[Path], out: Path, registry: str) -> float:
     from models.registry import load_model
 
     torch.set_num_threads(1)
-    model, _ = load_model(registry, "unet")  # float32, as loaded, one image at a time
+    model, _ = load_model(registry, name)  # float32, as loaded, one image at a time
     backbone = load_backbone(DEFAULT_BACKBONE).eval()
     t0 = time.perf_counter()
     for i, path in enumerate(paths):
@@ -154,6 +159,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--registry", default=str(Path(tempfile.gettempdir()) / "no-registry"))
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--model", default=FLAGSHIP, help="NAME[@VERSION] (default: flagship)")
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     work = Path(tempfile.mkdtemp(prefix="koala-bench-colorize-"))
@@ -162,23 +168,26 @@ def main() -> None:
     env = os.environ | {"PYTHONPATH": str(REPO)}
     try:
         paths = scans(work / "scans", args.images)
-        e2e = end_to_end(work / "scans", work / "out-flow", args.registry)
-        e2e_one = end_to_end(work / "scans", work / "out-flow-1", args.registry, workers=1)
+        e2e = end_to_end(work / "scans", work / "out-flow", args.registry, args.model)
+        e2e_one = end_to_end(
+            work / "scans", work / "out-flow-1", args.registry, args.model, workers=1
+        )
         print(
             f"end to end through the flow: {e2e:.2f} img/s on {os.cpu_count()} workers, "
             f"{e2e_one:.2f} img/s on one ({args.images} images)",
             flush=True,
         )
         (work / "out-stages").mkdir()
-        per = stages(paths[:16], work / "out-stages", args.registry, args.batch_size)
+        per = stages(paths[:16], work / "out-stages", args.registry, args.model, args.batch_size)
         total = sum(per.values())
         print("stages alone, ms/image: " + ", ".join(f"{k} {v * 1e3:.1f}" for k, v in per.items()))
         (work / "out-naive").mkdir()
-        slow = naive(paths[: args.naive_images], work / "out-naive", args.registry)
+        slow = naive(paths[: args.naive_images], work / "out-naive", args.registry, args.model)
         print(f"naive script: {slow:.2f} img/s", flush=True)
         memory = {}
         if not args.skip_memory:
             cli = [sys.executable, "-m", "cli.main", "colorize", "--registry", args.registry]
+            cli += ["--model", args.model]
             big = work / "big"
             big.mkdir()
             big_tiff(big / "scan-50mp.tif")
@@ -195,6 +204,7 @@ def main() -> None:
             "images": args.images,
             "megapixels_per_image": round(SIZE[0] * SIZE[1] / 1e6, 2),
             "cores": os.cpu_count(),
+            "model": args.model,
             "end_to_end_img_s": round(e2e, 2),
             "end_to_end_one_worker_img_s": round(e2e_one, 2),
             "stage_ms": {k: round(v * 1e3, 1) for k, v in per.items()},
