@@ -100,7 +100,7 @@ def stages(paths: list[Path], out: Path, registry: str, name: str, batch: int) -
         ]
         t3 = time.perf_counter()
         for j, rgb in enumerate(merged):
-            data = encode_output(rgb, "jpg", name, card["version"], "0" * 64)
+            data = encode_output(rgb, "jpg", card["name"], card["version"], "0" * 64)
             (out / f"{i + j}.jpg").write_bytes(data)
         t4 = time.perf_counter()
         for k, dt in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):

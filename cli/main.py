@@ -493,7 +493,8 @@ def models_calibrate_cmd(
         float, typer.Option(min=0.0, help="Val colourfulness as a fraction of the truth's.")
     ] = CALIBRATION_TARGET,
 ) -> None:
-    """Register a copy of a model (same weights) with its chroma gain fitted on val."""
+    """Register a copy of a model (same weights) with its colour calibrated on val (the
+    flagship's annealed-mean temperature, other models' chroma gain)."""
     from models.training import calibrate_registered
 
     try:

@@ -120,7 +120,7 @@ def collect_logits(model: nn.Module, batches: Iterable[dict], device: torch.devi
     model.eval()
     with torch.inference_mode():
         for b in batches:
-            logits = model.logits(b["light"].to(device), b["embedding"].to(device)).half().cpu()
+            logits = model.logits(b["light"].to(device), b["embedding"].to(device)).float().cpu()
             for i in range(len(logits)):
                 kept.append((b["light"][i : i + 1], logits[i : i + 1], b["ab"][i], b["box"][i]))
             n += len(logits)

@@ -146,9 +146,8 @@ class ChromaUNet(Colorizer):
     def predict(
         self, light: torch.Tensor, embedding: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """a*b*/128 and the per-image confidence: 1 - the mean normalised entropy of the
-        predicted colour distribution over the real pixels (pad excluded by the caller's box
-        is not known here, so the whole view counts; white pad is confidently neutral)."""
+        """a*b*/128 and the per-pixel confidence map (B, 1, H/4, W/4) of
+        :func:`confidence_map`; the caller averages it over each image's real pixels."""
         logits = self.logits(light, embedding)
         return self.decode(logits, light), confidence_map(logits)
 
@@ -175,7 +174,7 @@ class ChromaUNet(Colorizer):
         weight = real * self.class_weights[target.argmax(1)]
         ce = -(target * torch.log_softmax(logits.float(), dim=1)).sum(1)
         loss = (ce * weight).sum() / real.sum().clamp_min(1.0)
-        return loss, self.decode(logits, light)
+        return loss, None if self.training else self.decode(logits, light)  # train_step drops it
 
 
 def confidence_map(logits: torch.Tensor) -> torch.Tensor:

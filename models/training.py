@@ -443,7 +443,8 @@ def calibrate_registered(
     backbone = card.get("backbone", DEFAULT_BACKBONE)
     loader = make_loader(feature_shards(root, backbone, "val"), TrainConfig.batch_size, train=False)
     val, calibration = calibrate(model.to(device), loader, device, target, log)
-    extra = {k: v for k, v in card.items() if k not in ("weights_sha256", "created_at")}
+    derived = ("weights_sha256", "created_at", "config", "parameters", "code_version")
+    extra = {k: v for k, v in card.items() if k not in derived}  # save_model writes these
     new = {**extra, "val_metrics": val, "chroma_gain": model.chroma_gain}
     new["calibration"] = {**calibration, "calibrated_from": card["version"]}
     return save_model(root, card["name"], model.cpu(), new)

@@ -84,11 +84,19 @@ def plot_curves(cards: dict[str, dict], path: str) -> None:
     storage.atomic_write_bytes(path, buf.getvalue())
 
 
+def colour_setting(card: dict) -> str:
+    """How a model's colour was calibrated: its annealed-mean temperature, or its gain."""
+    temperature = (card.get("config") or {}).get("temperature")
+    if temperature is not None:
+        return f"temperature {temperature:.2f}"
+    return f"gain {card.get('chroma_gain', 1.0):.2f}"
+
+
 def training_table(cards: dict[str, dict]) -> str:
     """HTML table: per model its epochs, best epoch, training seconds, parameters, gain."""
     head = "".join(
         f"<th>{c}</th>"
-        for c in ("model", "version", "epochs", "best epoch", "seconds", "parameters", "gain")
+        for c in ("model", "version", "epochs", "best epoch", "seconds", "parameters", "colour")
     )
     rows = ""
     for name, card in cards.items():
@@ -97,7 +105,7 @@ def training_table(cards: dict[str, dict]) -> str:
             f"<tr><th>{html.escape(name + flag)}</th><td>{html.escape(card['version'])}</td>"
             f"<td>{card['epochs_run']}</td><td>{card['best_epoch']}</td>"
             f"<td>{card['training_seconds']:.0f}</td><td>{card['parameters'] / 1e6:.1f} M</td>"
-            f"<td>{card.get('chroma_gain', 1.0):.2f}</td></tr>"
+            f"<td>{colour_setting(card)}</td></tr>"
         )
     return f"<table><tr>{head}</tr>{rows}</table>"
 
@@ -119,7 +127,8 @@ def intro_html(
         else "no early stopping"
     )
     calibration = (
-        f"then each model's chroma gain was calibrated on val to a colourfulness of "
+        f"then each model was calibrated on val (annealed-mean temperature, else a chroma "
+        f"gain) to a colourfulness of "
         f"{colour_target:g} of the ground truth's (models/calibration.py)"
         if colour_target
         else "no chroma calibration"

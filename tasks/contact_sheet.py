@@ -11,7 +11,8 @@ import pandas as pd
 from PIL import Image
 
 from koala import storage
-from tasks.colorize import make_thumb, thumb_uris
+from koala.images import pil_guards
+from tasks.colorize import THUMB, make_thumb, thumb_uris
 
 #: results shown in the contact sheet's review section, least confident first
 REVIEW_FIRST = 24
@@ -38,10 +39,12 @@ def _ensure_thumbs(output: str, r) -> bool:
     before, after = thumb_uris(output, r.key)
     if storage.exists(after):
         return True
+    pil_guards()
     try:
         img = Image.open(io.BytesIO(storage.read_bytes(r.output_uri)))
+        img.draft("RGB", (2 * THUMB, 2 * THUMB))  # JPEG: decode reduced
         img.load()
-    except (OSError, ValueError):
+    except Exception:
         return False
     storage.atomic_write_bytes(after, make_thumb(img.convert("RGB")))
     storage.atomic_write_bytes(before, make_thumb(img.convert("L")))

@@ -39,7 +39,7 @@ def test_compare_trains_each_model_for_the_budget_and_writes_the_report(
     # budget, data and hardware are stated; no test split here, so val is scored and said so
     assert "0.02 wall-clock minutes" in page and "cores" in page and str(features) in page
     assert "no test split" in page and "<b>val</b> split" in page
-    assert "chroma gain was calibrated" in page
+    assert "was calibrated on val" in page
     curves = Image.open(report / "curves.png")
     assert curves.width > 800 and "src='curves.png'" in page
     for src in re.findall(r"src='([^']+)'", page):
