@@ -1,6 +1,7 @@
 """The colour/accuracy frontier: PSNR over gray against colourfulness (a fraction of the
-truth's) for each model as its colour is turned up, by the annealed-mean temperature (models
-that predict a colour distribution) and by a chroma gain (any model).
+truth's) for each model as its colour is turned up: by the prior correction and by the
+annealed-mean temperature (models that predict a colour distribution), and by a chroma gain
+(any model).
 
 Measured on a split's 200 px views (the images' real part, not the pad), so it is fast; the
 full-resolution numbers come from ``koala evaluate``. Writes ``frontier.png`` and prints JSON.
@@ -25,13 +26,14 @@ from models.calibration import (
     collect_crops,
     collect_logits,
     colourfulness_ratio,
-    crops_at_temperature,
+    crops_at,
     view_rgb,
 )
 from models.data import feature_shards, make_loader
 from models.registry import load_model
 
 TEMPERATURES = (1.0, 0.8, 0.6, 0.5, 0.42, 0.35, 0.3, 0.25, 0.2)
+PRIOR_CORRECTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.5)
 GAINS = (1.0, 1.15, 1.3, 1.45, 1.6, 1.8, 2.0)
 
 
@@ -51,20 +53,26 @@ def gray_psnr(crops: list) -> float:
 
 
 def sweep(model, name: str, batches: list, device: torch.device) -> dict:
-    """The model's points: by temperature (if it has one) and by gain."""
+    """The model's points: by prior correction and by temperature (a model that predicts a
+    colour distribution), and by gain (any model, from its plain decoding)."""
     points = {}
-    if hasattr(model, "temperature"):
+    if hasattr(model, "prior_correction"):
         kept = collect_logits(model, batches, device)
-        own = model.temperature
+        points["prior correction"] = []
+        for a in PRIOR_CORRECTIONS:
+            crops = crops_at(model, kept, a)
+            points["prior correction"].append(
+                {"alpha": a, "colour": colourfulness_ratio(crops, 1.0), "psnr": psnr(crops)}
+            )
         points["temperature"] = []
         for t in TEMPERATURES:
-            crops = crops_at_temperature(model, kept, t)
+            model.temperature = t
+            crops = crops_at(model, kept, 0.0)
             points["temperature"].append(
                 {"t": t, "colour": colourfulness_ratio(crops, 1.0), "psnr": psnr(crops)}
             )
         model.temperature = 1.0
-        crops = crops_at_temperature(model, kept, 1.0)
-        model.temperature = own
+        crops = crops_at(model, kept, 0.0)
     else:
         model.chroma_gain = 1.0
         crops = collect_crops(model, batches, device)
@@ -82,7 +90,7 @@ def plot(results: dict, gray: float, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 5))
     for name, points in results.items():
-        for how, marker in (("temperature", "o-"), ("gain", "s--")):
+        for how, marker in (("prior correction", "o-"), ("temperature", "^:"), ("gain", "s--")):
             if how in points:
                 xs = [p["colour"] for p in points[how]]
                 ys = [p["psnr"] - gray for p in points[how]]

@@ -108,14 +108,14 @@ def fit_chroma_gain(
     return round(high, 3), before, high_ratio
 
 
-#: the annealed-mean temperature is searched in [MIN_TEMPERATURE, the model's own]
-MIN_TEMPERATURE = 0.2
-#: val samples whose logits are kept for the temperature search
-TEMPERATURE_SAMPLES = 256
+#: the prior correction is searched in [0, MAX_PRIOR_CORRECTION]
+MAX_PRIOR_CORRECTION = 2.0
+#: val samples whose logits are kept for the search
+DECODING_SAMPLES = 256
 
 
 def collect_logits(model: nn.Module, batches: Iterable[dict], device: torch.device) -> list:
-    """(L, logits, true ab, box) of up to :data:`TEMPERATURE_SAMPLES` val samples."""
+    """(L, logits, true ab, box) of up to :data:`DECODING_SAMPLES` val samples."""
     kept, n = [], 0
     model.eval()
     with torch.inference_mode():
@@ -124,16 +124,16 @@ def collect_logits(model: nn.Module, batches: Iterable[dict], device: torch.devi
             for i in range(len(logits)):
                 kept.append((b["light"][i : i + 1], logits[i : i + 1], b["ab"][i], b["box"][i]))
             n += len(logits)
-            if n >= TEMPERATURE_SAMPLES:
+            if n >= DECODING_SAMPLES:
                 break
     return kept
 
 
-def crops_at_temperature(model: nn.Module, kept: list, temperature: float) -> list:
+def crops_at(model: nn.Module, kept: list, prior_correction: float) -> list:
     crops = []
     with torch.inference_mode():
         for light, logits, ab, box in kept:
-            pred = model.decode(logits.float(), light, temperature)[0].numpy() * AB_SCALE
+            pred = model.decode(logits, light, prior_correction)[0].numpy() * AB_SCALE
             x0, y0, x1, y1 = box.tolist()
             crops.append(
                 (
@@ -145,27 +145,23 @@ def crops_at_temperature(model: nn.Module, kept: list, temperature: float) -> li
     return crops
 
 
-def fit_temperature(
+def fit_prior_correction(
     model: nn.Module, batches: Iterable[dict], device: torch.device, target: float
 ) -> tuple[float, float, float]:
-    """The highest annealed-mean temperature (to 0.01, by bisection: colour grows as it falls)
-    whose val colourfulness ratio reaches ``target``, for a model that predicts a colour
-    distribution; :data:`MIN_TEMPERATURE` if none does. Returns (T, ratio at the model's own
-    temperature, ratio at T)."""
+    """The smallest prior correction (to 0.01, by bisection: colour grows with it) whose val
+    colourfulness ratio reaches ``target``, for a model that predicts a colour distribution;
+    :data:`MAX_PRIOR_CORRECTION` if none does. Returns (alpha, ratio at 0, ratio at alpha)."""
     kept = collect_logits(model, batches, device)
     model.cpu()
-    high = float(model.temperature)
-    before = colourfulness_ratio(crops_at_temperature(model, kept, high), 1.0)
+    low, high = 0.0, MAX_PRIOR_CORRECTION
+    before = colourfulness_ratio(crops_at(model, kept, low), 1.0)
     if before >= target:
-        return high, before, before
-    low = MIN_TEMPERATURE
-    low_ratio = colourfulness_ratio(crops_at_temperature(model, kept, low), 1.0)
-    if low_ratio <= before:  # sharpening makes it no more colourful: keep the model's own
-        return high, before, before
-    if low_ratio < target:
-        return low, before, low_ratio
+        return low, before, before
+    high_ratio = colourfulness_ratio(crops_at(model, kept, high), 1.0)
+    if high_ratio < target:
+        return high, before, high_ratio
     while high - low > 0.01:
         mid = round((low + high) / 2, 4)
-        ratio = colourfulness_ratio(crops_at_temperature(model, kept, mid), 1.0)
-        low, high, low_ratio = (mid, high, ratio) if ratio >= target else (low, mid, low_ratio)
-    return round(low, 3), before, low_ratio
+        ratio = colourfulness_ratio(crops_at(model, kept, mid), 1.0)
+        low, high, high_ratio = (low, mid, ratio) if ratio >= target else (mid, high, high_ratio)
+    return round(high, 3), before, high_ratio

@@ -29,6 +29,8 @@ from models.base import Colorizer
 from models.blocks import AB_SCALE, FusionLayer, conv_relu
 from models.losses import box_mask
 
+#: training samples whose a*b* make the prior of the prior correction
+PRIOR_SAMPLES = 4000
 #: decoder widths at strides 32 (after fusion), 16, 8 and 4
 DECODER_CHANNELS = (256, 160, 128, 128)
 #: the encoder stages used: strides 4 to 32 (the stride-2 features are left to the guided filter)
@@ -46,8 +48,12 @@ class ChromaUNetConfig:
     finetune_from: int = 5
     #: a*b* grid size of the bins
     grid: float = 10.0
-    #: annealed-mean temperature of decoding (calibration may lower it towards the mode)
+    #: annealed-mean temperature of decoding (1: the mean of the distribution)
     temperature: float = 1.0
+    #: prior correction (logit adjustment) of decoding: alpha * log(training prior) is taken
+    #: from the logits, so colours the training set makes common (near-neutral ones) no
+    #: longer win where the model is unsure; 0: the model's own posterior. Calibration fits it.
+    prior_correction: float = 0.0
     #: lambda of Zhang's class rebalancing (1 = none; 0.5 = the paper's)
     rebalance: float = 1.0
     neighbours: int = 5
@@ -107,6 +113,8 @@ class ChromaUNet(Colorizer):
         centres = ab_bins.gamut_bins(config.grid)
         self.register_buffer("centres", centres)
         self.register_buffer("class_weights", torch.ones(len(centres)))
+        #: log of the training split's smoothed bin distribution (set by fit_prior)
+        self.register_buffer("log_prior", torch.zeros(len(centres)))
         self.fusion = FusionLayer(ENCODER_STAGES[-1], config.embedding_dim, DECODER_CHANNELS[0])
         ups, cin = [], DECODER_CHANNELS[0]
         for skip, cout in zip(reversed(ENCODER_STAGES[:-1]), DECODER_CHANNELS[1:], strict=True):
@@ -115,6 +123,7 @@ class ChromaUNet(Colorizer):
         self.ups = nn.ModuleList(ups)
         self.classify = nn.Conv2d(cin, len(centres), 1)
         self.temperature = config.temperature
+        self.prior_correction = config.prior_correction
         self.set_encoder_trainable(not config.freeze_encoder)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
@@ -132,11 +141,13 @@ class ChromaUNet(Colorizer):
         return self.classify(x)
 
     def decode(
-        self, logits: torch.Tensor, light: torch.Tensor, temperature: float | None = None
+        self, logits: torch.Tensor, light: torch.Tensor, prior_correction: float | None = None
     ) -> torch.Tensor:
-        """Annealed-mean a*b*/128, guided-upsampled to the size of ``light``."""
-        t = self.temperature if temperature is None else temperature
-        ab = ab_bins.annealed_mean(logits, self.centres, t) / AB_SCALE
+        """Annealed-mean a*b*/128 of the prior-corrected distribution, guided-upsampled to the
+        size of ``light``."""
+        alpha = self.prior_correction if prior_correction is None else prior_correction
+        adjusted = logits.float() - alpha * self.log_prior.view(1, -1, 1, 1)
+        ab = ab_bins.annealed_mean(adjusted, self.centres, self.temperature) / AB_SCALE
         cfg = self.config
         return guided_upsample(light.float(), ab, cfg.guide_radius, cfg.guide_eps).clamp(-1, 1)
 
@@ -152,16 +163,29 @@ class ChromaUNet(Colorizer):
         return self.decode(logits, light), confidence_map(logits)
 
     def fit_prior(self, batches: Iterable[dict]) -> None:
-        """Rebalancing weights from the training split's a*b* (only when rebalancing)."""
-        if self.config.rebalance >= 1.0:
-            return
+        """The training split's smoothed a*b* bin distribution (from up to
+        :data:`PRIOR_SAMPLES` samples, on the stride-4 grid), and the rebalancing weights when
+        rebalancing."""
         counts = torch.zeros(len(self.centres), dtype=torch.long)
-        centres = self.centres.cpu()
+        centres, n = self.centres.cpu(), 0
         for b in batches:
-            mask = box_mask(b["box"], b["ab"].shape[-2:])
-            counts += ab_bins.bin_counts(b["ab"] * AB_SCALE, mask, centres)
-        weights = ab_bins.rebalancing_weights(counts, centres, self.config.rebalance)
-        self.class_weights.copy_(weights.to(self.class_weights))
+            size = (b["ab"].shape[-2] // 4, b["ab"].shape[-1] // 4)
+            mask = ab_bins.downsample(box_mask(b["box"], b["ab"].shape[-2:]), size) > 0.5
+            ab = ab_bins.downsample(b["ab"], size) * AB_SCALE
+            counts += ab_bins.bin_counts(ab, mask.float(), centres)
+            n += len(ab)
+            if n >= PRIOR_SAMPLES:
+                break
+        prior = ab_bins.smoothed_prior(counts, centres)
+        self.log_prior.copy_(prior.clamp_min(1e-8).log().to(self.log_prior))
+        if self.config.rebalance < 1.0:
+            weights = ab_bins.rebalancing_weights(counts, centres, self.config.rebalance)
+            self.class_weights.copy_(weights.to(self.class_weights))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # weights saved before the prior existed decode with the plain posterior
+        state_dict.setdefault(prefix + "log_prior", torch.zeros_like(self.log_prior))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def objective(self, light, embedding, ab, mask):
         """(Rebalanced) cross entropy against soft-encoded targets on the quarter grid."""

@@ -29,7 +29,7 @@ from koala.colour import lab_to_rgb
 from koala.lifecycle import stop_on_signals, stop_requested
 from models.backbones import BACKBONE_INFO
 from models.blocks import AB_SCALE
-from models.calibration import collect_crops, fit_chroma_gain, fit_temperature
+from models.calibration import collect_crops, fit_chroma_gain, fit_prior_correction
 from models.config import DEFAULT_BACKBONE, TrainConfig
 from models.data import feature_shards, make_loader, train_mean_ab_of
 from models.losses import box_mask
@@ -411,16 +411,16 @@ def calibrate(
     metrics with the gain and the calibration record for the card. ``before_psnr`` (val PSNR
     without a gain) is measured when the caller does not know it."""
     model.chroma_gain = 1.0
-    if hasattr(model, "temperature"):  # start from the distribution's mean
-        model.temperature = 1.0
+    if hasattr(model, "prior_correction"):  # start from the model's own posterior
+        model.prior_correction = 0.0
     if before_psnr is None:
         before_psnr = evaluate_val(model, val_loader, device)["psnr"]
-    if hasattr(model, "temperature"):  # a colour distribution: sharpen it, no gain
-        temperature, before, after = fit_temperature(model, val_loader, device, target)
-        model.temperature = temperature
-        model.config = replace(model.config, temperature=temperature)
+    if hasattr(model, "prior_correction"):  # a colour distribution: correct its prior
+        alpha, before, after = fit_prior_correction(model, val_loader, device, target)
+        model.prior_correction = alpha
+        model.config = replace(model.config, prior_correction=alpha)
         model.to(device)
-        what = f"annealed-mean temperature {temperature:.2f}"
+        what = f"prior correction {alpha:.2f}"
     else:
         gain, before, after = fit_chroma_gain(collect_crops(model, val_loader, device), target)
         model.chroma_gain = gain
@@ -441,6 +441,9 @@ def calibrate_registered(
     model, card = load_model(root, spec)
     device = resolve_device(None)
     backbone = card.get("backbone", DEFAULT_BACKBONE)
+    if hasattr(model, "log_prior") and not model.log_prior.any():  # saved before it existed
+        train = feature_shards(root, backbone, "train")
+        model.fit_prior(make_loader(train, TrainConfig.batch_size, train=False))
     loader = make_loader(feature_shards(root, backbone, "val"), TrainConfig.batch_size, train=False)
     val, calibration = calibrate(model.to(device), loader, device, target, log)
     derived = ("weights_sha256", "created_at", "config", "parameters", "code_version")

@@ -85,10 +85,10 @@ def plot_curves(cards: dict[str, dict], path: str) -> None:
 
 
 def colour_setting(card: dict) -> str:
-    """How a model's colour was calibrated: its annealed-mean temperature, or its gain."""
-    temperature = (card.get("config") or {}).get("temperature")
-    if temperature is not None:
-        return f"temperature {temperature:.2f}"
+    """How a model's colour was calibrated: its decoding's prior correction, or its gain."""
+    alpha = (card.get("config") or {}).get("prior_correction")
+    if alpha is not None:
+        return f"prior correction {alpha:.2f}"
     return f"gain {card.get('chroma_gain', 1.0):.2f}"
 
 
@@ -127,7 +127,8 @@ def intro_html(
         else "no early stopping"
     )
     calibration = (
-        f"then each model was calibrated on val (annealed-mean temperature, else a chroma "
+        f"then each model was calibrated on val (prior correction of its colour distribution, "
+        f"else a chroma "
         f"gain) to a colourfulness of "
         f"{colour_target:g} of the ground truth's (models/calibration.py)"
         if colour_target

@@ -1,6 +1,6 @@
 """The flagship's colour machinery: edge-aware (guided) upsampling of a*b*, the per-image
-confidence from the predicted colour distribution, and the annealed-mean temperature that
-calibration fits instead of a chroma gain."""
+confidence from the predicted colour distribution, and the prior correction that calibration
+fits instead of a chroma gain."""
 
 from __future__ import annotations
 
@@ -11,7 +11,11 @@ import numpy as np
 import torch
 
 from koala.colour import colorize_lightness, merge_full_resolution
-from models.calibration import colourfulness_ratio, fit_temperature, predict_with_confidence
+from models.calibration import (
+    colourfulness_ratio,
+    fit_prior_correction,
+    predict_with_confidence,
+)
 from models.chroma_unet import confidence_map, guided_upsample
 from models.registry import build_model
 
@@ -85,35 +89,40 @@ def test_confidence_is_high_for_a_peaked_distribution_and_low_for_a_flat_one() -
     assert none == [None, None]
 
 
-def test_temperature_calibration_reaches_the_colour_target() -> None:
-    """Lowering the annealed-mean temperature makes outputs more colourful; the fit finds
-    the highest temperature that reaches the target (no gain)."""
+def test_prior_correction_reaches_the_colour_target() -> None:
+    """A model unsure between a vivid red and the common near-neutral colours decodes washed
+    out; taking alpha * log(prior) from its logits lets the red through. The fit finds the
+    smallest alpha that reaches the target (no gain), and colour grows with alpha."""
     torch.manual_seed(0)
     model = build_model("chroma_unet", pretrained=False).eval()
-    with torch.no_grad():  # a weakly confident head: its mean is washed out
+    c = model.centres
+    prior = torch.softmax(-(c**2).sum(1) / (2 * 12.0**2), 0)  # training colours: near neutral
+    red = -((c - torch.tensor([45.0, 20.0])) ** 2).sum(1) / (2 * 15.0**2)
+    with torch.no_grad():
+        model.log_prior.copy_(prior.log())
         model.classify.weight.mul_(0.0)
-        model.classify.bias.copy_(torch.randn(len(model.centres)) * 0.5)
+        model.classify.bias.copy_(prior.log() + red)  # the evidence is weak against the prior
     size = 48
     light = torch.rand(4, 1, size, size) * 0.6 + 0.2
     ab = torch.zeros(4, 2, size, size)
-    ab[:, 0] = 0.35  # a vivid red truth
+    ab[:, 0], ab[:, 1] = 45 / 128, 20 / 128  # the truth is that red
     batch = {
         "light": light,
         "ab": ab,
         "embedding": torch.randn(4, 1280),
         "box": torch.tensor([[0, 0, size, size]] * 4),
     }
-    temperature, before, after = fit_temperature(model, [batch], torch.device("cpu"), 0.5)
-    assert temperature < 1.0 and before < 0.5 <= after
+    alpha, before, after = fit_prior_correction(model, [batch], torch.device("cpu"), 0.8)
+    assert 0.0 < alpha <= 2.0 and before < 0.8 <= after
     lum = light[0, 0].numpy()
     with torch.no_grad():
         logits = model.logits(light[:1], batch["embedding"][:1])
         ratios = [
             colourfulness_ratio(
-                [(lum, model.decode(logits, light[:1], t)[0].numpy() * 128, ab[0].numpy() * 128)],
+                [(lum, model.decode(logits, light[:1], a)[0].numpy() * 128, ab[0].numpy() * 128)],
                 1.0,
             )
-            for t in (1.0, 0.5, 0.25)
+            for a in (0.0, 0.5, 1.0)
         ]
     assert ratios[0] < ratios[1] < ratios[2]
 

@@ -163,22 +163,23 @@ def test_sigterm_checkpoints_and_stops_the_cli(features: Path, prefect_server: s
     assert 1 <= json.loads(state.read_text())["epoch"] < 500
 
 
-def test_flagship_calibrates_its_temperature_and_keeps_it_when_recalibrated(
+def test_chroma_unet_calibrates_its_prior_correction_and_keeps_it_when_recalibrated(
     features: Path,
 ) -> None:
-    """chroma_unet, trained at a reduced resolution with short epochs, is calibrated by its
-    annealed-mean temperature (no gain); the temperature is in the card's config and comes
-    back when loaded, also after ``models calibrate`` registers a recalibrated copy."""
+    """chroma_unet, trained at a reduced resolution with short epochs, is calibrated by the
+    prior correction of its decoding (no gain); it is in the card's config with the training
+    prior in the weights, and comes back when loaded, also after ``models calibrate``."""
     from models.training import calibrate_registered
 
     cfg = TrainConfig(epochs=2, batch_size=4, colour_target=0.9, resolution=64, epoch_samples=4)
     result = train_model(str(features), "chroma_unet", cfg=cfg, model_options={"pretrained": False})
     model, card = load_model(str(features), f"chroma_unet@{result['version']}")
     assert card["chroma_gain"] == 1.0 and card["epochs_run"] == 2
-    assert model.temperature == card["config"]["temperature"] <= 1.0
+    assert model.prior_correction == card["config"]["prior_correction"] >= 0.0
+    assert model.log_prior.any()  # the training split's prior travels with the weights
     assert card["training"]["resolution"] == 64 and "cores" in card["hardware"]
     version = calibrate_registered(str(features), f"chroma_unet@{result['version']}", 0.3)
     again, card2 = load_model(str(features), f"chroma_unet@{version}")
-    assert again.temperature == card2["config"]["temperature"]
+    assert again.prior_correction == card2["config"]["prior_correction"]
     assert card2["calibration"]["calibrated_from"] == result["version"]
     assert card2["calibration"]["ratio_after"] >= min(0.3, card2["calibration"]["ratio_before"])
