@@ -1,17 +1,17 @@
-"""Koala's flagship: colour as a distribution, predicted at a quarter of the resolution and
-brought back up along the picture's own edges.
+"""The flagship's successor in development: colour as a distribution, predicted at a quarter
+of the resolution and brought back up along the picture's own edges.
 
 - Encoder: EfficientNet-Lite0 (ImageNet weights), frozen for ``finetune_after`` epochs and then
-  fine-tuned at a tenth of the learning rate; the global embedding of the 299 view is fused in
-  at stride 32.
+  fine-tuned (blocks from ``finetune_from`` on) at a tenth of the learning rate; the global
+  embedding of the 299 view is fused in at stride 32.
 - Decoder: a light U-Net that stops at stride 4 and classifies every pixel of that grid over the
   in-gamut a*b* bins (models/ab_bins.py), trained with the cross entropy against soft-encoded
-  targets (optionally rebalanced). A distribution does not collapse to gray where a hue is
-  uncertain the way a regressed mean does; its entropy is the per-pixel confidence.
-- Decoding: the annealed mean at ``temperature`` (1: the mean, the PSNR-optimal point;
-  lower: towards the mode, more vivid), fitted on val to a colourfulness target by
-  models/calibration.py, then a fast guided filter (He and Sun, 2015; koala.colour) that
-  upsamples the quarter-resolution a*b* guided by the input's own L, so colour stops at edges.
+  targets (optionally rebalanced); the entropy of the distribution is the per-pixel confidence.
+- Decoding: the annealed mean (``temperature`` 1: the mean, the PSNR-optimal point) of the
+  distribution with ``prior_correction`` x log(training prior) taken from its logits (0: the
+  model's own posterior; calibration fits it on val to a colourfulness target), then a fast
+  guided filter (He and Sun, 2015) that upsamples the quarter-resolution a*b* guided by the
+  input's own L, so colour stops at edges.
 """
 
 from __future__ import annotations
