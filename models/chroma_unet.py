@@ -1,5 +1,5 @@
-"""The flagship's successor in development: colour as a distribution, predicted at a quarter
-of the resolution and brought back up along the picture's own edges.
+"""Koala's flagship: colour as a distribution, predicted at a quarter of the resolution and
+brought back up along the picture's own edges.
 
 - Encoder: EfficientNet-Lite0 (ImageNet weights), frozen for ``finetune_after`` epochs and then
   fine-tuned (blocks from ``finetune_from`` on) at a tenth of the learning rate; the global

@@ -11,7 +11,7 @@ INCEPTION_RESNET_V2 = "inception-resnet-v2"
 #: the backbone used wherever none is named
 DEFAULT_BACKBONE = EFFICIENTNET_LITE0
 #: Koala's flagship architecture: what colorize uses and the nightly run retrains by default
-FLAGSHIP = "unet"
+FLAGSHIP = "chroma_unet"
 #: the val colourfulness (a fraction of the ground truth's) that comparisons calibrate to
 CALIBRATION_TARGET = 0.8
 

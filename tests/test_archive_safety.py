@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from flows.colorize import colorize_archive
+from models.config import FLAGSHIP
 from models.registry import build_model, model_dir, save_model
 from tasks.archive_index import compact_index, read_index
 from tasks.colorize import ColorizeConfig, colorize_batch, plan_batches, prepare_run
@@ -32,9 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
     root = tmp_path_factory.mktemp("registry")
-    save_model(
-        str(root), "unet", build_model("unet", pretrained=False), {"backbone": "efficientnet-lite0"}
-    )
+    model = build_model(FLAGSHIP, pretrained=False)  # the default model, untrained
+    save_model(str(root), FLAGSHIP, model, {"backbone": "efficientnet-lite0"})
     return str(root)
 
 
@@ -60,7 +60,7 @@ def _checksums(folder: Path) -> dict[str, str]:
 
 def _run(source: Path | str, out: Path | str, registry: str, **kw) -> dict:
     """One whole batch run without the flow: prepare, plan, colorize, as the flow does."""
-    cfg = ColorizeConfig(registry, "unet", str(out), kw.pop("format", "png"), **kw)
+    cfg = ColorizeConfig(registry, FLAGSHIP, str(out), kw.pop("format", "png"), **kw)
     refs, plan, card, index = prepare_run(str(source), cfg)
     todo = [r for block in plan_batches(refs, plan, index, card, cfg) for r in block]
     result = colorize_batch(todo, plan, cfg) if todo else {"counts": {}, "rows": 0}
@@ -231,7 +231,7 @@ def test_broken_registry_entry_fails_in_one_line(tmp_path: Path, damage: str) ->
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.png").write_bytes(_scan(1))
     args = ["colorize", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o")]
-    res = CliRunner().invoke(app, [*args, "--registry", str(root)])
+    res = CliRunner().invoke(app, [*args, "--registry", str(root), "--model", "unet"])
     assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
     assert f"unet@{version}" in res.output
 

@@ -24,6 +24,7 @@ from koala import storage
 from koala.outputs import read_label
 from koala.scans import HasColour, read_scan
 from koala.sources import InputRef
+from models.config import FLAGSHIP
 from models.registry import build_model, save_model
 from tasks.colorize import INDEX_COLUMNS, output_names, relative_name
 from tests.fixtures import colour_photo, encode, sepia, truncated_jpeg
@@ -33,10 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A dataset root whose registry has one (untrained) U-Net: the real architecture."""
+    """A dataset root whose registry has the default model's real architecture, untrained."""
     root = tmp_path_factory.mktemp("registry")
-    torch_model = build_model("unet", pretrained=False)
-    save_model(str(root), "unet", torch_model, {"backbone": "efficientnet-lite0"})
+    torch_model = build_model(FLAGSHIP, pretrained=False)
+    save_model(str(root), FLAGSHIP, torch_model, {"backbone": "efficientnet-lite0"})
     return str(root)
 
 
@@ -146,7 +147,7 @@ def test_hostile_collection_through_the_flow(
             assert row["output_uri"] is None and row["reason"]
             continue
         data = Path(row["output_uri"]).read_bytes()
-        assert read_label(data) == f"Colorized by Koala unet@{row['model_version']}"
+        assert read_label(data) == f"Colorized by Koala {FLAGSHIP}@{row['model_version']}"
         page = tifffile.TiffFile(io.BytesIO(data)).pages[0]
         assert page.shape[:2] == (row["height"], row["width"]), name
         assert page.shape[2] == 3 and page.dtype == (np.uint16 if "gray16" in name else np.uint8)
@@ -193,7 +194,7 @@ def test_s3_input_and_output(s3: str, registry: str, prefect_server: str) -> Non
     assert len(index) == 4
     for uri in index.loc[index["status"] == "ok", "output_uri"]:
         assert uri.startswith(f"{s3}/out/images/scan") and uri.endswith(".png")
-        assert read_label(storage.read_bytes(uri)).startswith("Colorized by Koala unet@")
+        assert read_label(storage.read_bytes(uri)).startswith(f"Colorized by Koala {FLAGSHIP}@")
     assert storage.exists(f"{s3}/out/contact_sheet.html")
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 from PIL import Image
 
 from koala.outputs import read_label
+from models.config import FLAGSHIP
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +46,7 @@ def test_demo_runs_the_deployment_on_the_local_stack(tmp_path: Path) -> None:
     assert set(status.values()) == {"ok"} and len(status) == 15
     for row in index[index["status"] == "ok"].itertuples():
         data = Path(row.output_uri).read_bytes()
-        assert read_label(data) == f"Colorized by Koala unet@{row.model_version}"
+        assert read_label(data) == f"Colorized by Koala {FLAGSHIP}@{row.model_version}"
         assert Image.open(Path(row.output_uri)).size == (row.width, row.height)
     assert (colorized / "contact_sheet.html").exists()
     assert not (tmp_path / "stack" / "stack.json").exists(), "the stack was not stopped"

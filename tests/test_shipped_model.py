@@ -10,20 +10,29 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from flows.build_dataset import build_dataset
+from models.config import FLAGSHIP
 from models.registry import SHIPPED, SHIPPED_REGISTRY, champion, load_model
 from tasks.preprocess import preprocess_shard, write_features_index
 from tests.fixtures import colour_photo, encode
 
 
-def test_shipped_unet_is_a_small_registered_champion() -> None:
-    version = champion(SHIPPED, "unet")
-    assert version, "models/shipped/unet/champion.json is missing"
-    folder = Path(SHIPPED_REGISTRY) / "unet" / version
+def test_shipped_flagship_is_a_small_registered_champion() -> None:
+    """The default model: under 25 MB, its card says how and on what it was made, and its
+    colour comes from its own distribution (no chroma gain)."""
+    version = champion(SHIPPED, FLAGSHIP)
+    assert version, f"models/shipped/{FLAGSHIP}/champion.json is missing"
+    folder = Path(SHIPPED_REGISTRY) / FLAGSHIP / version
     assert (folder / "weights.safetensors").stat().st_size < 25 * 1024 * 1024
     card = json.loads((folder / "card.json").read_text())
-    assert card["architecture"] == "unet" and card["val_metrics"]["psnr"] > 20
+    assert card["architecture"] == FLAGSHIP and card["val_metrics"]["psnr"] > 20
     assert card["train_mean_ab"] and len(card["train_mean_ab"]) == 2
-    assert 1.0 <= card["chroma_gain"] <= 2.0 and card["calibration"]["ratio_after"] >= 0.75
+    assert card["chroma_gain"] == 1.0 and "cores" in card["hardware"]
+    assert card["training"]["resolution"] and card["epochs_run"] >= 1
+
+
+def test_previous_flagship_still_ships() -> None:
+    version = champion(SHIPPED, "unet")
+    assert version and load_model(SHIPPED, "unet")[1]["version"] == version
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -39,10 +48,10 @@ def test_evaluate_unseen_collection_with_the_shipped_model(tmp_path: Path) -> No
     for shard in shards:
         preprocess_shard(str(shard), str(data))
     write_features_index(str(data), "efficientnet-lite0", [s.stem for s in shards])
-    assert load_model(str(data), "unet")[1]["version"] == champion(SHIPPED, "unet")
+    assert load_model(str(data), FLAGSHIP)[1]["version"] == champion(SHIPPED, FLAGSHIP)
     report = tmp_path / "report"
     out = CliRunner().invoke(
-        app, ["evaluate", "--data", str(data), "--models", "unet", "--report", str(report)]
+        app, ["evaluate", "--data", str(data), "--models", FLAGSHIP, "--report", str(report)]
     )
     assert out.exit_code == 0, out.output
     summary = json.loads((report / "summary.json").read_text())
