@@ -26,8 +26,9 @@ from torch import nn
 from models import ab_bins
 from models.backbones import LITE0_CHANNELS, LITE0_INFO, lite0_encoder, lite0_features
 from models.base import Colorizer
-from models.blocks import AB_SCALE, FusionLayer, conv_relu
+from models.blocks import AB_SCALE, FusionLayer
 from models.losses import box_mask
+from models.unet import UpBlock
 
 #: training samples whose a*b* make the prior of the prior correction
 PRIOR_SAMPLES = 4000
@@ -61,18 +62,6 @@ class ChromaUNetConfig:
     #: guided upsampling: window radius (pixels of the quarter grid) and regulariser (L in [0, 1])
     guide_radius: int = 1
     guide_eps: float = 1e-3
-
-
-class UpBlock(nn.Module):
-    """Upsample to the skip's size, concatenate the skip, two 3x3 convolutions."""
-
-    def __init__(self, cin: int, skip: int, cout: int) -> None:
-        super().__init__()
-        self.convs = nn.Sequential(conv_relu(cin + skip, cout), conv_relu(cout, cout))
-
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return self.convs(torch.cat([x, skip], 1))
 
 
 def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
