@@ -300,8 +300,8 @@ def train_cmd(
         float | None,
         typer.Option(
             min=0.0,
-            help="Calibrate each model (annealed-mean temperature, or a chroma gain) so val "
-            "colourfulness reaches this fraction of the ground truth's (e.g. 0.95).",
+            help="Calibrate each model (prior correction of its colour distribution, or a "
+            "chroma gain) so val colourfulness reaches this fraction of the truth's (e.g. 0.95).",
         ),
     ] = TrainConfig.colour_target,
     resolution: Annotated[

@@ -10,7 +10,7 @@ applied wherever the model predicts (evaluation, colorization) through :func:`pr
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -27,7 +27,12 @@ GAIN_STEP = 0.01
 
 def predict_ab(model: nn.Module, light: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
     """a*b* in CIE units (B, 2, H, W), float32, with the model's ``chroma_gain`` applied."""
-    ab = model(light, embedding).float() * AB_SCALE
+    return _with_gain(model, model(light, embedding))
+
+
+def _with_gain(model: nn.Module, ab: torch.Tensor) -> torch.Tensor:
+    """A prediction (a*b*/128) in CIE units, float32, times the model's ``chroma_gain``."""
+    ab = ab.float() * AB_SCALE
     gain = float(getattr(model, "chroma_gain", 1.0))
     return (ab * gain).clamp(-128.0, 127.0) if gain != 1.0 else ab
 
@@ -44,12 +49,9 @@ def predict_with_confidence(
     if not hasattr(model, "predict"):
         return predict_ab(model, light, embedding), [None] * len(light)
     ab, conf = model.predict(light, embedding)
-    ab = ab.float() * AB_SCALE
-    gain = float(getattr(model, "chroma_gain", 1.0))
-    ab = (ab * gain).clamp(-128.0, 127.0) if gain != 1.0 else ab
     conf = F.interpolate(conf.float(), size=light.shape[-2:], mode="bilinear", align_corners=False)
     scores = [float(conf[i, 0, y0:y1, x0:x1].mean()) for i, (x0, y0, x1, y1) in enumerate(boxes)]
-    return ab, scores
+    return _with_gain(model, ab), scores
 
 
 def view_rgb(light: np.ndarray, ab: np.ndarray) -> np.ndarray:
@@ -94,17 +96,26 @@ def fit_chroma_gain(
     """The smallest gain in [1, MAX_GAIN] (to GAIN_STEP, by bisection: colourfulness grows
     with the gain) whose colourfulness ratio reaches ``target``; MAX_GAIN if none does.
     Returns (gain, ratio without gain, ratio with it)."""
-    before = colourfulness_ratio(crops, 1.0)
+    ratio = lambda g: colourfulness_ratio(crops, g)  # noqa: E731
+    return smallest_reaching(ratio, 1.0, MAX_GAIN, target, GAIN_STEP)
+
+
+def smallest_reaching(
+    ratio: Callable[[float], float], low: float, high: float, target: float, step: float = 0.01
+) -> tuple[float, float, float]:
+    """The smallest setting in [low, high] (to ``step``, by bisection: ``ratio`` grows with
+    it) whose ratio reaches ``target``; ``high`` if none does. Returns (setting, ratio at
+    ``low``, ratio at the setting)."""
+    before = ratio(low)
     if before >= target:
-        return 1.0, before, before
-    low, high = 1.0, MAX_GAIN
-    high_ratio = colourfulness_ratio(crops, high)
+        return low, before, before
+    high_ratio = ratio(high)
     if high_ratio < target:
         return high, before, high_ratio
-    while high - low > GAIN_STEP:
+    while high - low > step:
         mid = round((low + high) / 2, 4)
-        ratio = colourfulness_ratio(crops, mid)
-        low, high, high_ratio = (low, mid, ratio) if ratio >= target else (mid, high, high_ratio)
+        value = ratio(mid)
+        low, high, high_ratio = (low, mid, value) if value >= target else (mid, high, high_ratio)
     return round(high, 3), before, high_ratio
 
 
@@ -153,15 +164,9 @@ def fit_prior_correction(
     :data:`MAX_PRIOR_CORRECTION` if none does. Returns (alpha, ratio at 0, ratio at alpha)."""
     kept = collect_logits(model, batches, device)
     model.cpu()
-    low, high = 0.0, MAX_PRIOR_CORRECTION
-    before = colourfulness_ratio(crops_at(model, kept, low), 1.0)
-    if before >= target:
-        return low, before, before
-    high_ratio = colourfulness_ratio(crops_at(model, kept, high), 1.0)
-    if high_ratio < target:
-        return high, before, high_ratio
-    while high - low > 0.01:
-        mid = round((low + high) / 2, 4)
-        ratio = colourfulness_ratio(crops_at(model, kept, mid), 1.0)
-        low, high, high_ratio = (low, mid, ratio) if ratio >= target else (mid, high, high_ratio)
-    return round(high, 3), before, high_ratio
+    return smallest_reaching(
+        lambda a: colourfulness_ratio(crops_at(model, kept, a), 1.0),
+        0.0,
+        MAX_PRIOR_CORRECTION,
+        target,
+    )
