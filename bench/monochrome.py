@@ -48,10 +48,18 @@ SCAN_SIDE = 960  #: long side of every built scan (sources are resized to it)
 #: where real images come from: (label, repository, folder inside it, path filter)
 MIRROR_SOURCES = (
     ("monochrome", "piddnad+DDColor", "assets/test_images/", ""),
-    ("colour", "lee-gwang+Image_Colorization_For_Historical_Image", "Hint-based Colorization/"
-     "Demo/img/", ""),
-    ("colour", "lee-gwang+Image_Colorization_For_Historical_Image", "Automatic Colorization/"
-     "imgs/", ".jpg"),
+    (
+        "colour",
+        "lee-gwang+Image_Colorization_For_Historical_Image",
+        "Hint-based Colorization/Demo/img/",
+        "",
+    ),
+    (
+        "colour",
+        "lee-gwang+Image_Colorization_For_Historical_Image",
+        "Automatic Colorization/imgs/",
+        ".jpg",
+    ),
     ("monochrome", "Dawars+colorization_benchmark", "", ""),
 )
 TONES = {  # (dark, mid, light) RGB of the print's tone ramp
@@ -61,8 +69,18 @@ TONES = {  # (dark, mid, light) RGB of the print's tone ramp
     "cyanotype": ((0.04, 0.16, 0.35), (0.3, 0.5, 0.7), (0.86, 0.92, 0.96)),
     "yellowed": ((0.1, 0.09, 0.07), (0.55, 0.52, 0.42), (0.97, 0.93, 0.72)),
 }
-DEFECTS = ("uneven", "paper", "stain", "foxing", "cracks", "ink", "stamp", "target", "noise",
-           "fringe")
+DEFECTS = (
+    "uneven",
+    "paper",
+    "stain",
+    "foxing",
+    "cracks",
+    "ink",
+    "stamp",
+    "target",
+    "noise",
+    "fringe",
+)
 FADES = ("original", "autochrome", "fade70s", "mild")
 
 
@@ -90,9 +108,11 @@ def split_of(name: str) -> str:
 
 def _git_image(git_dir: Path, path: str):
     def load() -> Image.Image:
-        data = subprocess.run(["git", f"--git-dir={git_dir}", "show", f"HEAD:{path}"],
-                              capture_output=True, check=True).stdout
+        data = subprocess.run(
+            ["git", f"--git-dir={git_dir}", "show", f"HEAD:{path}"], capture_output=True, check=True
+        ).stdout
         return Image.open(io.BytesIO(data)).convert("RGB")
+
     return load
 
 
@@ -106,14 +126,28 @@ def mirror_sources(mirror: Path, recipe: tuple = MIRROR_SOURCES) -> tuple[list[S
         if not git_dir.exists():
             missing.append(repo.replace("+", "/"))
             continue
-        names = subprocess.run(["git", f"--git-dir={git_dir}", "ls-tree", "-r", "HEAD",
-                                "--name-only"], capture_output=True, text=True, check=True)
+        names = subprocess.run(
+            ["git", f"--git-dir={git_dir}", "ls-tree", "-r", "HEAD", "--name-only"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         for path in sorted(names.stdout.splitlines()):
             low = path.lower()
-            if (path.startswith(folder) and low.endswith((".jpg", ".jpeg", ".png"))
-                    and low.endswith(suffix or low[-4:]) and "icon" not in low):
-                found.append(Source(f"{repo.split('+')[0]}/{Path(path).stem}", label,
-                                    _git_image(git_dir, path), repo.replace("+", "/")))
+            if (
+                path.startswith(folder)
+                and low.endswith((".jpg", ".jpeg", ".png"))
+                and low.endswith(suffix or low[-4:])
+                and "icon" not in low
+            ):
+                found.append(
+                    Source(
+                        f"{repo.split('+')[0]}/{Path(path).stem}",
+                        label,
+                        _git_image(git_dir, path),
+                        repo.replace("+", "/"),
+                    )
+                )
     return found, missing
 
 
@@ -122,8 +156,14 @@ def bsds_sources(bsds: Path) -> list[Source]:
     out = []
     for part in ("train", "val"):
         for f in sorted((bsds / part).glob("*.jpg")):
-            out.append(Source(f"bsds/{part}/{f.stem}", "colour",
-                              lambda f=f: Image.open(f).convert("RGB"), "BSDS500"))
+            out.append(
+                Source(
+                    f"bsds/{part}/{f.stem}",
+                    "colour",
+                    lambda f=f: Image.open(f).convert("RGB"),
+                    "BSDS500",
+                )
+            )
     return out
 
 
@@ -233,8 +273,11 @@ def add_ink(rgb, rng):
     for row in range(rng.integers(1, 4)):
         xs = np.arange(x0, min(w - 5, x0 + rng.uniform(0.25, 0.5) * w), 1.5)
         phase = rng.uniform(0, 6.3, 3)
-        ys = y0 + row * size * 1.8 + size * 0.4 * (np.sin(xs / 3.0 + phase[0])
-                                                  + 0.5 * np.sin(xs / 7.1 + phase[1]))
+        ys = (
+            y0
+            + row * size * 1.8
+            + size * 0.4 * (np.sin(xs / 3.0 + phase[0]) + 0.5 * np.sin(xs / 7.1 + phase[1]))
+        )
         lines.append(np.stack([xs, ys], 1))
     mask = draw_mask(h, w, lines, int(rng.integers(2, 4)))
     ink = (0.15, 0.2, 0.6) if rng.random() < 0.6 else (0.1, 0.1, 0.25)
@@ -253,8 +296,11 @@ def add_stamp(rgb, rng):
     (draw.ellipse if rng.random() < 0.6 else draw.rectangle)(box, outline=255, width=width)
     for _ in range(rng.integers(6, 14)):  # letters: short strokes inside
         x, y = rng.uniform(cx - 0.6 * r, cx + 0.5 * r), rng.uniform(cy - 0.4 * r, cy + 0.3 * r)
-        draw.line([(x, y), (x + rng.uniform(-8, 8), y + rng.uniform(6, 14))], fill=255,
-                  width=max(2, width // 2))
+        draw.line(
+            [(x, y), (x + rng.uniform(-8, 8), y + rng.uniform(6, 14))],
+            fill=255,
+            width=max(2, width // 2),
+        )
     mask = np.asarray(canvas, dtype=np.float64) / 255.0
     mask *= rng.uniform(0.4, 1.0, mask.shape) > 0.3  # uneven inking
     ink = (0.85, 0.15, 0.2) if rng.random() < 0.5 else (0.5, 0.2, 0.65)
@@ -264,8 +310,18 @@ def add_stamp(rgb, rng):
 def add_target(rgb, rng):
     """An 8-patch colour bar at one edge, 3-8% of the frame."""
     h, w = rgb.shape[:2]
-    patches = np.array([(0.8, 0.1, 0.1), (0.95, 0.55, 0.1), (0.95, 0.9, 0.1), (0.1, 0.6, 0.2),
-                        (0.1, 0.7, 0.8), (0.1, 0.2, 0.7), (0.75, 0.1, 0.6), (0.95, 0.95, 0.95)])
+    patches = np.array(
+        [
+            (0.8, 0.1, 0.1),
+            (0.95, 0.55, 0.1),
+            (0.95, 0.9, 0.1),
+            (0.1, 0.6, 0.2),
+            (0.1, 0.7, 0.8),
+            (0.1, 0.2, 0.7),
+            (0.75, 0.1, 0.6),
+            (0.95, 0.95, 0.95),
+        ]
+    )
     area = rng.uniform(0.03, 0.08) * h * w
     side = int(rng.integers(4))
     along = h if side in (0, 1) else w
@@ -286,8 +342,10 @@ def add_target(rgb, rng):
 def add_noise(rgb, rng):
     """Blotchy chroma noise as a cheap scanner or a film grain makes it."""
     h, w = rgb.shape[:2]
-    cb, cr = (ndimage.gaussian_filter(rng.normal(0, 1, (h, w)), 1.5) * rng.uniform(0.02, 0.05)
-              for _ in range(2))
+    cb, cr = (
+        ndimage.gaussian_filter(rng.normal(0, 1, (h, w)), 1.5) * rng.uniform(0.02, 0.05)
+        for _ in range(2)
+    )
     out = rgb + np.stack([1.402 * cr, -0.344 * cb - 0.714 * cr, 1.772 * cb], -1)
     return np.clip(out, 0, 1)
 
@@ -314,9 +372,17 @@ def yellow_paper(rgb, rng):
     return rgb * (1 - f) + rgb * np.array((1.0, 0.93, 0.72)) * f
 
 
-STEPS = {"stain": add_stain, "foxing": add_foxing, "cracks": add_cracks, "ink": add_ink,
-         "stamp": add_stamp, "target": add_target, "noise": add_noise, "fringe": add_fringe,
-         "paper": yellow_paper}
+STEPS = {
+    "stain": add_stain,
+    "foxing": add_foxing,
+    "cracks": add_cracks,
+    "ink": add_ink,
+    "stamp": add_stamp,
+    "target": add_target,
+    "noise": add_noise,
+    "fringe": add_fringe,
+    "paper": yellow_paper,
+}
 
 
 def make_monochrome(img: Image.Image, tone: str, rng: np.random.Generator) -> tuple:
@@ -326,8 +392,7 @@ def make_monochrome(img: Image.Image, tone: str, rng: np.random.Generator) -> tu
     gray = np.clip((gray - 0.5) * rng.uniform(0.7, 1.05) + 0.5 + rng.uniform(-0.05, 0.05), 0, 1)
     defects = [d for d in DEFECTS if rng.random() < 0.4]
     out = uneven(gray, tone, rng) if "uneven" in defects else tone_ramp(gray, tone, rng)
-    for name in ("paper", "stain", "foxing", "cracks", "ink", "stamp", "target", "noise",
-                 "fringe"):
+    for name in ("paper", "stain", "foxing", "cracks", "ink", "stamp", "target", "noise", "fringe"):
         if name in defects:
             out = STEPS[name](out, rng)
     return np.clip(out, 0, 1), defects
@@ -409,8 +474,9 @@ def build_set(out: Path, mirror: Path, bsds: Path, rebuild: bool) -> tuple[list[
     used = sorted({s.licence for s in sources})
     desc = {"used": used, "missing": missing, "n_sources": len(sources)}
     tmp = manifest.with_suffix(".part")
-    tmp.write_text(json.dumps({"recipe": RECIPE, "sources": desc,
-                               "items": [i.__dict__ for i in items]}))
+    tmp.write_text(
+        json.dumps({"recipe": RECIPE, "sources": desc, "items": [i.__dict__ for i in items]})
+    )
     tmp.replace(manifest)
     return items, desc
 
@@ -423,8 +489,15 @@ def judge(items: list[Item], folder: Path) -> list[dict]:
         t0 = time.perf_counter()
         ev = colour_evidence(rgb, DEFAULT_LIMITS)
         ms = (time.perf_counter() - t0) * 1000
-        rows.append({**item.__dict__, "score": ev.score, "said": "colour" if ev.is_colour
-                     else "monochrome", "ms": ms, "detail": ev.detail})
+        rows.append(
+            {
+                **item.__dict__,
+                "score": ev.score,
+                "said": "colour" if ev.is_colour else "monochrome",
+                "ms": ms,
+                "detail": ev.detail,
+            }
+        )
     return rows
 
 
@@ -434,8 +507,11 @@ def precision_recall(rows: list[dict], said=None) -> dict:
     tp = sum(r["label"] == "monochrome" and said(r) == "monochrome" for r in rows)
     fp = sum(r["label"] == "colour" and said(r) == "monochrome" for r in rows)
     fn = sum(r["label"] == "monochrome" and said(r) == "colour" for r in rows)
-    return {"n": len(rows), "precision": round(tp / max(tp + fp, 1), 4),
-            "recall": round(tp / max(tp + fn, 1), 4)}
+    return {
+        "n": len(rows),
+        "precision": round(tp / max(tp + fp, 1), 4),
+        "recall": round(tp / max(tp + fn, 1), 4),
+    }
 
 
 def tuned_threshold(rows: list[dict]) -> float:
@@ -455,11 +531,16 @@ def per_category(rows: list[dict]) -> dict:
     """Share judged right per category (tone / fade) and, for monochrome, per defect."""
     out: dict = {}
     keys = {(r["label"], r["category"]) for r in rows}
-    keys |= {("monochrome", "+" + d) for r in rows if r["label"] == "monochrome"
-             for d in r["defects"]}
+    keys |= {
+        ("monochrome", "+" + d) for r in rows if r["label"] == "monochrome" for d in r["defects"]
+    }
     for label, cat in sorted(keys):
-        sel = [r for r in rows if r["label"] == label and (
-            r["category"] == cat or (cat.startswith("+") and cat[1:] in r["defects"]))]
+        sel = [
+            r
+            for r in rows
+            if r["label"] == label
+            and (r["category"] == cat or (cat.startswith("+") and cat[1:] in r["defects"]))
+        ]
         out[f"{label}:{cat}"] = round(sum(r["said"] == label for r in sel) / len(sel), 4)
     return out
 
@@ -489,27 +570,48 @@ def main() -> None:
     writer = csv.writer(sys.stdout)
     writer.writerow(["id", "label", "category", "split", "defects", "score", "detail"])
     for r in wrong:
-        writer.writerow([r["id"], r["label"], r["category"], r["split"], "+".join(r["defects"]),
-                         f"{r['score']:.4f}", r["detail"]])
+        writer.writerow(
+            [
+                r["id"],
+                r["label"],
+                r["category"],
+                r["split"],
+                "+".join(r["defects"]),
+                f"{r['score']:.4f}",
+                r["detail"],
+            ]
+        )
     tune = [r for r in rows if r["split"] == "tune"]
     held = [r for r in rows if r["split"] == "held"]
     ms = np.array([r["ms"] for r in rows])
-    limits = {k: v for k, v in DEFAULT_LIMITS.__dict__.items() if k not in ("min_side",
-                                                                            "max_pixels")}
-    print(json.dumps({
-        "recipe": RECIPE,
-        "counts": {lab: sum(r["label"] == lab for r in rows) for lab in ("monochrome", "colour")},
-        "tune": precision_recall(tune), "held": precision_recall(held),
-        "all": precision_recall(rows),
-        "per_category": per_category(rows),
-        "thresholds": limits, "tune_optimal_score_cut": round(tuned_threshold(tune), 5),
-        "held_at_even_odds": precision_recall(held, lambda r: "colour" if r["score"] > 0.5
-                                              else "monochrome"),
-        "judge": judge_card(),
-        "ms_per_image": {"median": round(float(np.median(ms)), 2),
-                         "p95": round(float(np.percentile(ms, 95)), 2)},
-        "sources": sources,
-    }))
+    limits = {
+        k: v for k, v in DEFAULT_LIMITS.__dict__.items() if k not in ("min_side", "max_pixels")
+    }
+    print(
+        json.dumps(
+            {
+                "recipe": RECIPE,
+                "counts": {
+                    lab: sum(r["label"] == lab for r in rows) for lab in ("monochrome", "colour")
+                },
+                "tune": precision_recall(tune),
+                "held": precision_recall(held),
+                "all": precision_recall(rows),
+                "per_category": per_category(rows),
+                "thresholds": limits,
+                "tune_optimal_score_cut": round(tuned_threshold(tune), 5),
+                "held_at_even_odds": precision_recall(
+                    held, lambda r: "colour" if r["score"] > 0.5 else "monochrome"
+                ),
+                "judge": judge_card(),
+                "ms_per_image": {
+                    "median": round(float(np.median(ms)), 2),
+                    "p95": round(float(np.percentile(ms, 95)), 2),
+                },
+                "sources": sources,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

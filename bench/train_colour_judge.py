@@ -118,8 +118,12 @@ def train(views: torch.Tensor, labels: torch.Tensor, epochs: int, batch: int = 6
             opt.step()
             sched.step()
             total += loss.item()
-        print(f"epoch {epoch + 1}/{epochs} loss {total / (len(order) // batch):.4f} "
-              f"({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+        print(
+            f"epoch {epoch + 1}/{epochs} loss {total / (len(order) // batch):.4f} "
+            f"({time.time() - t0:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
     return model.eval()
 
 
@@ -142,9 +146,14 @@ def main() -> None:
             np.savez(args.pool, views=views.numpy(), labels=labels.numpy())
     model = train(views, labels, args.epochs)
     extra = ", ".join(repo.replace("+", "/") for _, repo, _, _ in EXTRA_SOURCES)
-    meta = {"recipe": RECIPE, "pictures": args.pictures, "epochs": args.epochs,
-            "seed0": SEED0, "sources": f"tune half of bench/monochrome.py's sources + {extra}",
-            "set_recipe": printers.RECIPE}
+    meta = {
+        "recipe": RECIPE,
+        "pictures": args.pictures,
+        "epochs": args.epochs,
+        "seed0": SEED0,
+        "sources": f"tune half of bench/monochrome.py's sources + {extra}",
+        "set_recipe": printers.RECIPE,
+    }
     save_judge(model, args.out, meta)
     print(json.dumps({**meta, "weights": str(args.out)}))
 

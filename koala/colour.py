@@ -10,12 +10,11 @@ import numpy as np
 from PIL import Image
 from skimage.color import lab2rgb, rgb2lab
 
+from koala.choices import EMBED_SIZE, ENCODER_SIZE
+
 PAD_COLOUR = (255, 255, 255)
 #: stored L is uint8 = round(L * 255 / 100); stored a*b* are int8 = round(clip(ab, -128, 127))
 L_SCALE = 255.0 / 100.0
-#: the models' two square views: the encoder's (Lab, the colours) and the embedding's (gray)
-ENCODER_SIZE = 200
-EMBED_SIZE = 299
 
 
 def fit_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
@@ -241,9 +240,7 @@ def colorize_lightness(
     for y in range(0, h, strip_rows):
         n = min(strip_rows, h - y)
         map_y = np.ascontiguousarray(np.broadcast_to(ys[y : y + n, None], (n, w)))
-        strip = cv2.remap(
-            src, map_x[:n], map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
+        strip = cv2.remap(src, map_x[:n], map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         lab[:n, :, 0] = lightness[y : y + n]
         if light_view is None:
             lab[:n, :, 1:] = strip

@@ -18,8 +18,7 @@ import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from koala import storage
-from koala.errors import one_line
-from koala.images import Rejected
+from koala.errors import Rejected, one_line
 from koala.settings import get_settings
 from koala.uris import ARCHIVE_SCHEMES, FETCHABLE_SCHEMES, archive_fs, scheme, split_member_uri
 

@@ -14,43 +14,11 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 from skimage.color import rgb2lab
 
+from koala.choices import DEFAULT_LIMITS, IMAGE_EXTENSIONS, ImageLimits  # noqa: F401
+from koala.errors import Rejected
+
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "TIFF", "WEBP", "BMP"})
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"})
 _ORIENTATION_TAG = 0x0112
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    """What an acceptable training image is (defaults calibrated in docs/architecture.md)."""
-
-    min_side: int = 64
-    max_pixels: int = 89_478_485
-    #: a*b* distance (Lab units) from the lightness-conditional tint that makes a pixel coloured.
-    chroma_threshold: float = 6.0
-    #: a picture is monochrome when the colour judge gives it at least this probability; above
-    #: 0.5 because calling a colour photograph monochrome costs more (its colour is replaced)
-    #: than leaving a print uncolorized (``--treat-as monochrome`` recovers it)
-    monochrome_probability: float = 0.8
-    #: a picture whose a*b* lie within this of one tint per lightness on 99% of its pixels is
-    #: monochrome without asking the judge (2.3 Lab units: a just-noticeable difference)
-    one_tint_spread: float = 2.3
-    #: pictures with a shorter long side than this are smaller than the judge's view (trained on
-    #: 960 px scans) and are judged by the single-tint rule: colour when at least
-    #: ``min_colour_fraction`` of their mid-tone pixels depart from one tint
-    judge_min_side: int = 384
-    min_colour_fraction: float = 0.0007
-
-
-DEFAULT_LIMITS = ImageLimits()
-
-
-class Rejected(Exception):
-    """An input that is not a usable image; ``reason`` is a short code, the message says why."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass
@@ -198,9 +166,7 @@ def tint_residual(lab: np.ndarray) -> np.ndarray:
         [np.median(by_bin[a:b], axis=0) for a, b in zip(starts, ends, strict=True) if b > a]
     )
     centre = medians[:, 0]
-    res = np.stack(
-        [flat[:, k] - np.interp(light, centre, medians[:, k]) for k in (1, 2)], axis=-1
-    )
+    res = np.stack([flat[:, k] - np.interp(light, centre, medians[:, k]) for k in (1, 2)], axis=-1)
     return res.reshape(*lab.shape[:2], 2)
 
 
@@ -216,9 +182,7 @@ def judge_view(rgb: Image.Image, side: int = 192) -> np.ndarray:
     thumb = thumb.resize((side, side), Image.Resampling.BILINEAR)
     lab = rgb2lab(np.asarray(thumb))
     res = tint_residual(lab)
-    view = np.concatenate(
-        [lab[..., :1] / 50.0 - 1.0, lab[..., 1:] / 40.0, res / 20.0], axis=-1
-    )
+    view = np.concatenate([lab[..., :1] / 50.0 - 1.0, lab[..., 1:] / 40.0, res / 20.0], axis=-1)
     return np.ascontiguousarray(view.transpose(2, 0, 1), dtype=np.float32)
 
 

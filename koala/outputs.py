@@ -35,12 +35,9 @@ import numpy as np
 import pyexiv2
 from PIL import Image, ImageCms, PngImagePlugin
 
+from koala.choices import FORMAT_CHOICES, FORMATS
 from koala.version import __version__
 
-#: concrete output formats and their file suffixes
-FORMATS = {"jpg": ".jpg", "png": ".png", "tiff": ".tif"}
-#: what ``--format`` accepts: ``auto`` keeps each input's format (see :func:`resolve_format`)
-FORMAT_CHOICES = ("auto", *FORMATS)
 #: the output format ``auto`` gives each input format (others, e.g. WebP and BMP, become PNG)
 AUTO_FORMATS = {"TIFF": "tiff", "PNG": "png", "JPEG": "jpg", "MPO": "jpg"}
 #: output formats that keep 16-bit samples

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 from skimage.color import rgb2lab
 
+from koala.choices import TREAT_AS  # noqa: F401
 from koala.colour import gray_lightness_table, rgb_to_lab
 from koala.images import (
     DEFAULT_LIMITS,
@@ -31,8 +32,6 @@ from koala.outputs import SourceMetadata, read_metadata
 
 GRAY_8 = frozenset({"1", "L", "LA", "La"})
 GRAY_16 = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
-#: how a colour-mode scan is judged: by its pixels, or as the archivist says
-TREAT_AS = ("auto", "colour", "monochrome")
 #: rows converted at a time, so that no full-size float temporaries are made
 STRIP_ROWS = 256
 
@@ -87,9 +86,7 @@ def _rgb_lightness(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
-def judge_colour(
-    rgb: Image.Image, treat_as: str, limits: ImageLimits, mode: str
-) -> ColourEvidence:
+def judge_colour(rgb: Image.Image, treat_as: str, limits: ImageLimits, mode: str) -> ColourEvidence:
     """The colour evidence of an 8-bit RGB view; raise :class:`HasColour` when it is a colour
     photograph and ``treat_as`` is ``auto``, or ``treat_as`` is ``colour``."""
     evidence = colour_evidence(rgb, limits)
@@ -163,9 +160,7 @@ def _rgb16_lightness(rgb16: np.ndarray) -> tuple[np.ndarray, Image.Image]:
     return lightness, Image.fromarray(view)
 
 
-def read_scan(
-    data: bytes, treat_as: str = "auto", limits: ImageLimits = DEFAULT_LIMITS
-) -> Scan:
+def read_scan(data: bytes, treat_as: str = "auto", limits: ImageLimits = DEFAULT_LIMITS) -> Scan:
     """Decode ``data`` into a :class:`Scan`; raise :class:`Rejected` for unusable input and
     :class:`HasColour` for a colour photograph (see :func:`judge_colour`)."""
     opened = open_image(data, limits)

@@ -31,8 +31,8 @@ import pandas as pd
 from fsspec.implementations.local import LocalFileSystem
 
 from koala import storage
+from koala.choices import IMAGE_EXTENSIONS
 from koala.errors import one_line
-from koala.images import IMAGE_EXTENSIONS
 from koala.uris import FETCHABLE_SCHEMES, SourceError, archive_fs, scheme, split_member_uri
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")

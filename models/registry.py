@@ -13,18 +13,32 @@ import json
 import secrets
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from koala import storage
-from koala.errors import KoalaError, one_line
+from koala.errors import one_line
 from koala.version import __version__
 from models.autoencoder import Autoencoder, AutoencoderConfig
+from models.cards import (  # noqa: F401  (the registry API in one place)
+    SHIPPED,
+    SHIPPED_REGISTRY,
+    RegistryError,
+    champion,
+    copy_version,
+    find_card,
+    list_models,
+    load_card,
+    locate,
+    model_dir,
+    promote,
+    registry_root,
+    resolve,
+    versions,
+)
 from models.chroma_unet import ChromaUNet, ChromaUNetConfig
 from models.gan import GAN, GANConfig
 from models.koalarization import Koalarization, KoalarizationConfig
@@ -47,23 +61,12 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
 }
 
 
-SHIPPED = "<shipped>"
-
-
-class RegistryError(KoalaError):
-    """An unknown model name or version, or a broken registry entry."""
-
-
 def build_model(architecture: str, config: dict[str, Any] | None = None, **overrides) -> nn.Module:
     """A fresh network of ``architecture`` with its config (dict) and overrides."""
     if architecture not in ARCHITECTURES:
         raise RegistryError(f"unknown model {architecture!r}; choose from {sorted(ARCHITECTURES)}")
     cls, cfg_cls = ARCHITECTURES[architecture]
     return cls(cfg_cls(**{**(config or {}), **overrides}))
-
-
-#: models committed with the code (the default colorization model), used when ROOT has none
-SHIPPED_REGISTRY = str(Path(__file__).resolve().parent / "shipped")
 
 
 def options_for(architecture: str, options: dict[str, Any] | None) -> dict[str, Any]:
@@ -73,15 +76,6 @@ def options_for(architecture: str, options: dict[str, Any] | None) -> dict[str, 
 
     known = {f.name for f in fields(ARCHITECTURES[architecture][1])}
     return {k: v for k, v in (options or {}).items() if k in known}
-
-
-def registry_root(root: str) -> str:
-    """The registry folder of a dataset root (``ROOT/models``), or the shipped one."""
-    return SHIPPED_REGISTRY if root == SHIPPED else storage.join(root, "models")
-
-
-def model_dir(root: str, name: str, version: str) -> str:
-    return storage.join(registry_root(root), name, version)
 
 
 def save_model(root: str, name: str, model: nn.Module, card: dict[str, Any]) -> str:
@@ -109,44 +103,6 @@ def save_model(root: str, name: str, model: nn.Module, card: dict[str, Any]) -> 
     return version
 
 
-def versions(root: str, name: str) -> list[str]:
-    """Registered versions of ``name``, oldest first."""
-    fs, path = storage.get_fs(storage.join(registry_root(root), name))
-    if not fs.exists(path):
-        return []
-    return sorted(
-        p.rstrip("/").rsplit("/", 1)[-1]
-        for p in fs.ls(path, detail=False)
-        if fs.exists(f"{p.rstrip('/')}/card.json")
-    )
-
-
-def champion(root: str, name: str) -> str | None:
-    """The champion version of ``name``, if one was promoted."""
-    url = storage.join(registry_root(root), name, "champion.json")
-    return json.loads(storage.read_bytes(url))["version"] if storage.exists(url) else None
-
-
-def promote(root: str, name: str, version: str, reason: str = "") -> None:
-    """Make ``version`` the champion of ``name``."""
-    if version not in versions(root, name):
-        raise RegistryError(f"cannot promote {name}@{version}: no such version")
-    pointer = {
-        "version": version,
-        "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "reason": reason,
-    }
-    url = storage.join(registry_root(root), name, "champion.json")
-    storage.atomic_write_bytes(url, json.dumps(pointer, indent=2).encode())
-
-
-def copy_version(src: str, dst: str, name: str, version: str) -> None:
-    """Copy ``name@version`` (weights and card) from registry ``src`` to ``dst``."""
-    for filename in ("weights.safetensors", "card.json"):
-        blob = storage.read_bytes(storage.join(model_dir(src, name, version), filename))
-        storage.atomic_write_bytes(storage.join(model_dir(dst, name, version), filename), blob)
-
-
 def ship(root: str, spec: str) -> tuple[str, str]:
     """Copy ``spec`` from ``root`` into the shipped registry and make it the champion there.
     A card without the training mean a*b* (the mean-ab baseline for datasets without a train
@@ -167,55 +123,6 @@ def ship(root: str, spec: str) -> tuple[str, str]:
         storage.atomic_write_bytes(url, json.dumps(card, indent=2).encode())
     promote(SHIPPED, name, version, reason=f"shipped from {root}")
     return name, version
-
-
-def locate(root: str, name: str) -> str:
-    """``root`` when its registry has ``name``, else the shipped registry when that has it."""
-    if versions(root, name) or not versions(SHIPPED, name):
-        return root
-    return SHIPPED
-
-
-def resolve(root: str, spec: str) -> tuple[str, str]:
-    """``name[@version]`` to (name, version): no version means the champion, else the latest."""
-    name, _, version = spec.partition("@")
-    known = versions(root, name)
-    if not known:
-        raise RegistryError(f"no model named {name!r} in {registry_root(root)}")
-    if not version:
-        version = champion(root, name) or known[-1]
-    if version not in known:
-        raise RegistryError(f"model {name!r} has no version {version!r} (have: {known[-3:]})")
-    return name, version
-
-
-def load_card(root: str, name: str, version: str) -> dict[str, Any]:
-    """The card of one registered version; a missing or broken card is a one-line error."""
-    uri = storage.join(model_dir(root, name, version), "card.json")
-    try:
-        card = json.loads(storage.read_bytes(uri))
-    except FileNotFoundError:
-        raise RegistryError(f"{name}@{version}: card.json is missing ({uri})") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RegistryError(f"{name}@{version}: card.json is not valid JSON ({exc})") from None
-    missing = [k for k in _CARD_KEYS if not isinstance(card, dict) or k not in card]
-    if missing:
-        raise RegistryError(f"{name}@{version}: card.json lacks {', '.join(missing)} ({uri})")
-    return card
-
-
-#: what every card must say for the model to be loaded and labelled
-_CARD_KEYS = ("name", "version", "architecture", "config", "weights_sha256")
-
-
-def find_card(root: str, spec: str) -> dict[str, Any]:
-    """The card of ``name[@version]`` (resolved as :func:`load_model` does), checking that its
-    weights exist, without building the network."""
-    root = locate(root, spec.partition("@")[0])
-    name, version = resolve(root, spec)
-    if not storage.exists(storage.join(model_dir(root, name, version), "weights.safetensors")):
-        raise RegistryError(f"{name}@{version}: weights.safetensors is missing")
-    return load_card(root, name, version)
 
 
 def load_model(root: str, spec: str) -> tuple[nn.Module, dict[str, Any]]:
@@ -242,25 +149,3 @@ def load_model(root: str, spec: str) -> tuple[nn.Module, dict[str, Any]]:
 def _no_download(architecture: str) -> dict[str, Any]:
     # registered weights replace a pretrained encoder anyway: skip loading it first
     return options_for(architecture, {"pretrained": False})
-
-
-def list_models(root: str) -> pd.DataFrame:
-    """One row per registered version: name, version, champion flag, created, val metrics."""
-    fs, path = storage.get_fs(registry_root(root))
-    rows = []
-    if fs.exists(path):
-        for name in sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)):
-            best = champion(root, name)
-            for version in versions(root, name):
-                card = load_card(root, name, version)
-                rows.append(
-                    {
-                        "name": name,
-                        "version": version,
-                        "champion": version == best,
-                        "architecture": card.get("architecture"),
-                        "created_at": card.get("created_at"),
-                        **{f"val_{k}": v for k, v in card.get("val_metrics", {}).items()},
-                    }
-                )
-    return pd.DataFrame(rows)

@@ -14,13 +14,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
-import os
 import posixpath
 import time
 from collections import Counter
 from functools import lru_cache
 from typing import NamedTuple
-from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -29,9 +27,8 @@ from PIL import Image
 
 from koala import storage
 from koala.colour import colorize_lightness, working_views
-from koala.errors import KoalaError, one_line
+from koala.errors import KoalaError, Rejected, one_line
 from koala.fetch import fetch, make_client
-from koala.images import Rejected
 from koala.outputs import (
     FORMATS,
     encode_output,
@@ -39,16 +36,11 @@ from koala.outputs import (
     read_provenance,
     resolve_format,
 )
-from koala.scans import TREAT_AS, HasColour, Scan, read_scan
+from koala.scans import HasColour, Scan, read_scan
 from koala.settings import get_settings
 from koala.sources import (
     InputRef,
-    check_listed_inputs_apart,
-    check_output_apart,
-    enumerate_inputs,
-    mark_output,
 )
-from koala.uris import split_member_uri
 from models.backbones import cached_backbone
 from models.calibration import predict_with_confidence
 from models.config import DEFAULT_BACKBONE
@@ -59,12 +51,21 @@ from tasks.archive_index import (
     INDEX_DTYPES,
     INDEX_SCHEMA,
     RunPlan,
-    compact_index,
-    index_dir,
-    needs_work,
     now,
-    plan_names,
 )
+from tasks.colorize_plan import (  # noqa: F401  (the stage's API in one place)
+    check_options,
+    group_batches,
+    output_names,
+    output_uri,
+    part_uri,
+    plan_batches,
+    relative_name,
+    resolve_registry,
+    run_rows,
+    status_counts,
+)
+from tasks.colorize_plan import prepare_run as plan_run
 from tasks.config import ColorizeConfig
 
 __all__ = ["INDEX_COLUMNS", "ColorizeConfig", "OutputError", "colorize_batch", "prepare_run"]
@@ -78,11 +79,6 @@ THUMB = 320
 
 class OutputError(KoalaError):
     """The output cannot be written (disk full, read-only, I/O error): the run stops."""
-
-
-def resolve_registry(registry: str | None) -> str:
-    """The dataset root whose models/ a run uses: ``registry``, else ``KOALA_DATA_ROOT``."""
-    return registry or get_settings().data_root
 
 
 @lru_cache(maxsize=2)
@@ -107,47 +103,6 @@ def verified_card(registry: str, spec: str) -> dict:
     fails here, in one line, not on a worker); once per process, as the CLI's preflight and
     the flow both ask."""
     return load_model(registry, spec)[1]
-
-
-def output_uri(cfg: ColorizeConfig, name: str, ext: str | None = None) -> str:
-    """Where the colorized image of an input named ``name`` (relative, no suffix) goes."""
-    return storage.join(cfg.output, "images", name + (ext or FORMATS[cfg.format]))
-
-
-def part_uri(output: str, version: str, refs: list[InputRef], redoes: dict[str, str]) -> str:
-    """The index part of a batch: named by the model version, the batch's inputs and the rows
-    they supersede (so a retry never takes the name of the part it supersedes)."""
-    h = hashlib.sha256(version.encode())
-    for ref in refs:
-        h.update(f"{ref.key}|{redoes.get(ref.key, '')}".encode())
-    return storage.join(
-        index_dir(output), f"part-{refs[0].ordinal:08d}-{h.hexdigest()[:12]}.parquet"
-    )
-
-
-def relative_name(ref: InputRef) -> str:
-    """An input's path inside its collection, without suffix: the member of an archive, the
-    path below a folder or prefix, or host/path of a URL."""
-    uri, proto = ref.uri, ref.uri.split("://", 1)[0] if "://" in ref.uri else "file"
-    if member := split_member_uri(uri):
-        rel = member[1]  # unsafe parts ("..", "/") are dropped below
-    elif proto in ("http", "https"):
-        parts = urlsplit(uri)
-        rel = parts.netloc + parts.path
-    else:
-        root = ref.source.rstrip("/")
-        root = os.path.abspath(storage.local_path(root)) if storage.is_local(root) else root
-        rel = uri[len(root) + 1 :] if uri.startswith(root + "/") else posixpath.basename(uri)
-    parts = [p for p in rel.replace("\\", "/").split("/") if p not in ("", ".", "..")]
-    return posixpath.splitext("/".join(parts) or ref.key)[0]
-
-
-def output_names(refs: list[InputRef]) -> dict[str, str]:
-    """key -> output name; inputs whose names collide (``a.png`` and ``a.tif``) get their key
-    appended, so no output overwrites another."""
-    names = {ref.key: relative_name(ref) for ref in refs}
-    seen = Counter(names.values())
-    return {k: f"{n}-{k[:8]}" if seen[n] > 1 else n for k, n in names.items()}
 
 
 def make_thumb(img: Image.Image | np.ndarray) -> bytes:
@@ -340,13 +295,6 @@ def colorize_blocks(blocks: list[list[InputRef]], plan: RunPlan, cfg: ColorizeCo
     return out | {"counts": dict(out["counts"])}
 
 
-def group_batches(batches: list[list[InputRef]], most: int = 4, tasks: int = 8) -> list:
-    """Consecutive batches grouped into tasks of up to ``most``, but at least ``tasks`` tasks
-    when there are that many batches, so every worker gets work."""
-    size = max(1, min(most, len(batches) // tasks))
-    return [batches[i : i + size] for i in range(0, len(batches), size)]
-
-
 def _write_output(row: dict, scan: Scan, prediction: Prediction, cfg, card: dict) -> None:
     """Merge, encode and atomically write one output (and its thumbnails when sampled): in the
     format :func:`resolve_format` chooses, 16-bit where the scan and the format are, with the
@@ -394,49 +342,7 @@ def _free_uri(uri: str, row: dict, card: dict) -> str:
 def prepare_run(
     source: str, cfg: ColorizeConfig
 ) -> tuple[list[InputRef], RunPlan, dict, pd.DataFrame]:
-    """Check everything before any work and fail with one line naming the problem: the options,
-    the model (loaded once: a broken registry entry fails here, not on a worker), the output
-    (writable, apart from the input) and the input (exists, not empty). Returns every input,
-    the run's plan, the model's card and the index so far (newest row per input and version)."""
-    if cfg.format not in ("auto", *FORMATS):
-        raise KoalaError(f"unknown format {cfg.format!r}; choose from auto, {', '.join(FORMATS)}")
-    if cfg.treat_as not in TREAT_AS:
-        raise KoalaError(f"unknown --treat-as {cfg.treat_as!r}; choose from {', '.join(TREAT_AS)}")
-    if not 0.0 <= cfg.saturation <= 4.0:
-        raise KoalaError(f"--saturation {cfg.saturation} is outside 0..4")
-    check_output_apart([source], cfg.output)
-    card = verified_card(cfg.registry, cfg.model)
-    storage.check_writable(cfg.output)
-    mark_output(cfg.output, "colorize")
-    storage.remove_stale_temporaries(cfg.output)
-    refs = enumerate_inputs([source], storage.join(cfg.output, "_staging"))
-    check_listed_inputs_apart(refs, cfg.output)
-    index = compact_index(cfg.output)  # also finishes one that a killed run left half done
-    images = storage.join(cfg.output, "images")
-    names, claimed = plan_names(
-        refs, output_names(refs), index, images, card["name"], card["version"]
-    )
-    return refs, RunPlan(names, claimed), card, index
-
-
-def plan_batches(
-    refs: list[InputRef], plan: RunPlan, index: pd.DataFrame, card: dict, cfg: ColorizeConfig
-) -> list[list[InputRef]]:
-    """Fixed blocks of ``cfg.batch_size`` inputs in collection order, less the inputs that need
-    no work (:func:`tasks.archive_index.needs_work`); records in ``plan`` which row each
-    redone input supersedes.
-
-    Blocks do not depend on what is done, so a batch redone after a crash has the same part
-    name as the one a lingering worker of the killed run may still write: one replaces the
-    other and no row is duplicated."""
-    mine = index[(index["model"] == card["name"]) & (index["model_version"] == card["version"])]
-    latest = {row["input_uri"]: row for _, row in mine.iterrows()}
-    todo = set()
-    for ref in refs:
-        row = latest.get(ref.uri)
-        if needs_work(row, ref.stamp, cfg.retry_failed, cfg.treat_as):
-            todo.add(ref.key)
-            plan.redoes[ref.key] = "" if row is None else str(row["colorized_at"] or "")
-    size = cfg.batch_size
-    blocks = [refs[i : i + size] for i in range(0, len(refs), size)]
-    return [kept for b in blocks if (kept := [r for r in b if r.key in todo])]
+    """:func:`tasks.colorize_plan.prepare_run`, then the model's weights loaded once (a broken
+    registry entry fails here, in one line, not on a worker)."""
+    refs, plan, _, index = plan_run(source, cfg)
+    return refs, plan, verified_card(cfg.registry, cfg.model), index

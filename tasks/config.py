@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from koala.colour import EMBED_SIZE, ENCODER_SIZE
-from koala.images import DEFAULT_LIMITS, ImageLimits
+from koala.choices import DEFAULT_LIMITS, EMBED_SIZE, ENCODER_SIZE, ImageLimits
 from models.config import CALIBRATION_TARGET, DEFAULT_BACKBONE
 
 if TYPE_CHECKING:

@@ -81,7 +81,8 @@ def test_aged_monochrome_print_is_monochrome(aged, seed: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("keep", "cast"), [(1.0, (0, 0)), (0.5, (4, 10)), (0.35, (2, 6))],
+    ("keep", "cast"),
+    [(1.0, (0, 0)), (0.5, (4, 10)), (0.35, (2, 6))],
     ids=["original", "1970s-fade", "autochrome-like"],
 )
 @pytest.mark.parametrize("seed", [0, 1, 2, 4, 5, 6])  # not the rocket (seed % 4 == 3): see below
@@ -90,8 +91,11 @@ def test_colour_photograph_is_colour_even_faded(keep: float, cast, seed: int) ->
     assert evidence.is_colour, evidence.detail
 
 
-@pytest.mark.xfail(strict=True, reason="known miss: a blue twilight sky over white towers with a "
-                   "few orange lights reads as a cyanotype print with foxing")
+@pytest.mark.xfail(
+    strict=True,
+    reason="known miss: a blue twilight sky over white towers with a "
+    "few orange lights reads as a cyanotype print with foxing",
+)
 def test_twilight_rocket_launch_is_colour() -> None:
     rocket = Image.fromarray(data.rocket()).resize(SIZE, Image.Resampling.BILINEAR)  # 640 px
     assert colour_evidence(rocket).is_colour

@@ -143,11 +143,11 @@ def test_registry_round_trip_and_champion(tmp_path: Path) -> None:
 def test_shipped_models_are_found_when_the_root_has_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import models.registry as reg
+    import models.cards as cards  # where the shipped registry's folder is declared
 
     shipped = tmp_path / "shipped"
-    monkeypatch.setattr(reg, "SHIPPED_REGISTRY", str(shipped))
-    shipped_version = save_model(reg.SHIPPED, "regression", small("regression"), {})
+    monkeypatch.setattr(cards, "SHIPPED_REGISTRY", str(shipped))
+    shipped_version = save_model(cards.SHIPPED, "regression", small("regression"), {})
     assert (shipped / "regression" / shipped_version / "card.json").exists()
     _, card = load_model(str(tmp_path / "data"), "regression")
     assert card["version"] == shipped_version

@@ -1,0 +1,150 @@
+"""Planning a ``colorize-archive`` run, without torch: the checks before any work, the inputs
+and their output names, what is already done, and the batches left to do. The CLI runs this
+part first, so a bad argument or input fails in about a second; tasks/colorize.py does the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+from collections import Counter
+from urllib.parse import urlsplit
+
+import pandas as pd
+
+from koala import storage
+from koala.choices import FORMAT_CHOICES, FORMATS, TREAT_AS
+from koala.errors import KoalaError
+from koala.settings import get_settings
+from koala.sources import (
+    InputRef,
+    check_listed_inputs_apart,
+    check_output_apart,
+    enumerate_inputs,
+    mark_output,
+)
+from koala.uris import split_member_uri
+from models.cards import find_card
+from tasks.archive_index import RunPlan, compact_index, index_dir, needs_work, plan_names
+from tasks.config import ColorizeConfig
+
+
+def resolve_registry(registry: str | None) -> str:
+    """The dataset root whose models/ a run uses: ``registry``, else ``KOALA_DATA_ROOT``."""
+    return registry or get_settings().data_root
+
+
+def check_options(cfg: ColorizeConfig) -> None:
+    """The run's format, --treat-as and saturation are ones Koala knows."""
+    if cfg.format not in FORMAT_CHOICES:
+        raise KoalaError(f"unknown format {cfg.format!r}; choose from {', '.join(FORMAT_CHOICES)}")
+    if cfg.treat_as not in TREAT_AS:
+        raise KoalaError(f"unknown --treat-as {cfg.treat_as!r}; choose from {', '.join(TREAT_AS)}")
+    if not 0.0 <= cfg.saturation <= 4.0:
+        raise KoalaError(f"--saturation {cfg.saturation} is outside 0..4")
+
+
+def prepare_run(
+    source: str, cfg: ColorizeConfig
+) -> tuple[list[InputRef], RunPlan, dict, pd.DataFrame]:
+    """Check everything but the model's weights before any work, failing with one line that
+    names the problem: the options, the model's card, the output (writable, apart from the
+    input) and the input (exists, not empty). Returns every input, the run's plan, the model's
+    card and the index so far (newest row per input and version)."""
+    check_options(cfg)
+    check_output_apart([source], cfg.output)
+    card = find_card(cfg.registry, cfg.model)  # an unknown model fails before any listing
+    storage.check_writable(cfg.output)
+    mark_output(cfg.output, "colorize")
+    storage.remove_stale_temporaries(cfg.output)
+    refs = enumerate_inputs([source], storage.join(cfg.output, "_staging"))
+    check_listed_inputs_apart(refs, cfg.output)
+    index = compact_index(cfg.output)  # also finishes one that a killed run left half done
+    images = storage.join(cfg.output, "images")
+    names, claimed = plan_names(
+        refs, output_names(refs), index, images, card["name"], card["version"]
+    )
+    return refs, RunPlan(names, claimed), card, index
+
+
+def output_uri(cfg: ColorizeConfig, name: str, ext: str | None = None) -> str:
+    """Where the colorized image of an input named ``name`` (relative, no suffix) goes."""
+    return storage.join(cfg.output, "images", name + (ext or FORMATS[cfg.format]))
+
+
+def part_uri(output: str, version: str, refs: list[InputRef], redoes: dict[str, str]) -> str:
+    """The index part of a batch: named by the model version, the batch's inputs and the rows
+    they supersede (so a retry never takes the name of the part it supersedes)."""
+    h = hashlib.sha256(version.encode())
+    for ref in refs:
+        h.update(f"{ref.key}|{redoes.get(ref.key, '')}".encode())
+    return storage.join(
+        index_dir(output), f"part-{refs[0].ordinal:08d}-{h.hexdigest()[:12]}.parquet"
+    )
+
+
+def relative_name(ref: InputRef) -> str:
+    """An input's path inside its collection, without suffix: the member of an archive, the
+    path below a folder or prefix, or host/path of a URL."""
+    uri, proto = ref.uri, ref.uri.split("://", 1)[0] if "://" in ref.uri else "file"
+    if member := split_member_uri(uri):
+        rel = member[1]  # unsafe parts ("..", "/") are dropped below
+    elif proto in ("http", "https"):
+        parts = urlsplit(uri)
+        rel = parts.netloc + parts.path
+    else:
+        root = ref.source.rstrip("/")
+        root = os.path.abspath(storage.local_path(root)) if storage.is_local(root) else root
+        rel = uri[len(root) + 1 :] if uri.startswith(root + "/") else posixpath.basename(uri)
+    parts = [p for p in rel.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    return posixpath.splitext("/".join(parts) or ref.key)[0]
+
+
+def output_names(refs: list[InputRef]) -> dict[str, str]:
+    """key -> output name; inputs whose names collide (``a.png`` and ``a.tif``) get their key
+    appended, so no output overwrites another."""
+    names = {ref.key: relative_name(ref) for ref in refs}
+    seen = Counter(names.values())
+    return {k: f"{n}-{k[:8]}" if seen[n] > 1 else n for k, n in names.items()}
+
+
+def run_rows(index: pd.DataFrame, refs: list[InputRef], card: dict) -> pd.DataFrame:
+    """The index rows of this run: the inputs listed now, done with the card's version."""
+    mine = index[(index["model"] == card["name"]) & (index["model_version"] == card["version"])]
+    return mine[mine["input_uri"].isin({r.uri for r in refs})]
+
+
+def status_counts(rows: pd.DataFrame) -> dict[str, int]:
+    """How many rows have each status."""
+    return {str(k): int(v) for k, v in rows["status"].value_counts().items()}
+
+
+def plan_batches(
+    refs: list[InputRef], plan: RunPlan, index: pd.DataFrame, card: dict, cfg: ColorizeConfig
+) -> list[list[InputRef]]:
+    """Fixed blocks of ``cfg.batch_size`` inputs in collection order, less the inputs that need
+    no work (:func:`tasks.archive_index.needs_work`); records in ``plan`` which row each
+    redone input supersedes.
+
+    Blocks do not depend on what is done, so a batch redone after a crash has the same part
+    name as the one a lingering worker of the killed run may still write: one replaces the
+    other and no row is duplicated."""
+    mine = index[(index["model"] == card["name"]) & (index["model_version"] == card["version"])]
+    latest = {row["input_uri"]: row for _, row in mine.iterrows()}
+    todo = set()
+    for ref in refs:
+        row = latest.get(ref.uri)
+        if needs_work(row, ref.stamp, cfg.retry_failed, cfg.treat_as):
+            todo.add(ref.key)
+            plan.redoes[ref.key] = "" if row is None else str(row["colorized_at"] or "")
+    size = cfg.batch_size
+    blocks = [refs[i : i + size] for i in range(0, len(refs), size)]
+    return [kept for b in blocks if (kept := [r for r in b if r.key in todo])]
+
+
+def group_batches(batches: list[list[InputRef]], most: int = 4, tasks: int = 8) -> list:
+    """Consecutive batches grouped into tasks of up to ``most``, but at least ``tasks`` tasks
+    when there are that many batches, so every worker gets work."""
+    size = max(1, min(most, len(batches) // tasks))
+    return [batches[i : i + size] for i in range(0, len(batches), size)]
