@@ -8,6 +8,7 @@ import dask
 from prefect import flow
 from prefect.logging import get_run_logger
 
+from flows.artifacts import publish_training
 from flows.progress import track
 from flows.stages import stage
 from infra.runners import DeferredRunner, task_runner
@@ -16,7 +17,7 @@ from koala.lifecycle import stop_on_signals
 from koala.params import pick
 from models.config import DEFAULT_BACKBONE, TrainConfig
 from models.data import feature_shards
-from models.registry import ARCHITECTURES
+from models.registry import ARCHITECTURES, find_card
 from models.training import train_model
 
 
@@ -51,11 +52,18 @@ def gpu_resource_annotation() -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def check_training_inputs(data: str, models: list[str], backbone: str) -> None:
-    """Fail before any work: every model is known and the train and val features exist."""
+def check_training_inputs(
+    data: str, models: list[str], backbone: str, init_from: str | None = None
+) -> None:
+    """Fail before any work: every model is known, the train and val features exist, and
+    ``init_from`` is a registered model of the one architecture trained."""
     unknown = [m for m in models if m not in ARCHITECTURES]
     if unknown:
         raise KoalaError(f"unknown model(s) {unknown}; choose from {sorted(ARCHITECTURES)}")
+    if init_from:
+        card = find_card(data, init_from)
+        if models != [card["architecture"]]:
+            raise KoalaError(f"init_from {init_from!r} is a {card['architecture']}: train only it")
     feature_shards(data, backbone, "train")
     feature_shards(data, backbone, "val")
 
@@ -75,21 +83,24 @@ def train_models(
     colour_target: float | None = TrainConfig.colour_target,
     resolution: int | None = TrainConfig.resolution,
     epoch_samples: int | None = TrainConfig.epoch_samples,
+    lr: float = TrainConfig.lr,
+    init_from: str | None = TrainConfig.init_from,
 ) -> list[dict]:
     """Train each of ``models`` on ``data``'s features; with ``budget_minutes`` every model gets
     the same wall-clock budget on the same data, so that comparisons are fair. ``options`` set
     config fields of the models that have them (e.g. ``{"finetune_after": 3}`` for the U-Net);
     ``colour_target`` calibrates each model's colour on val (models/calibration.py);
     ``resolution`` trains on views downsampled to that size, ``epoch_samples`` caps an epoch
-    (validation and a checkpoint come that often)."""
+    (validation and a checkpoint come that often); ``init_from`` (``name@version``) fine-tunes
+    a registered model instead of starting from scratch."""
     cfg = pick(TrainConfig, locals())
     log = get_run_logger()
-    check_training_inputs(data, models, backbone)
+    check_training_inputs(data, models, backbone, init_from)
     log.info("training %s on %s (%s features)", ", ".join(models), data, backbone)
     with gpu_resource_annotation():
         futures = [train_task.submit(data, m, backbone, cfg, resume, options) for m in models]
     with stop_on_signals():  # SIGTERM / Ctrl-C: every model checkpoints, then the run stops
-        return list(
+        results = list(
             track(
                 futures,
                 "train",
@@ -99,3 +110,5 @@ def train_models(
                 ),
             )
         )
+    publish_training(results, data)
+    return results

@@ -27,7 +27,7 @@ from models import ab_bins
 from models.backbones import LITE0_CHANNELS, LITE0_INFO, lite0_encoder, lite0_features
 from models.base import Colorizer
 from models.blocks import AB_SCALE, FusionLayer
-from models.losses import box_mask
+from models.losses import box_mask, chroma_loss
 from models.unet import UpBlock
 
 #: training samples whose a*b* make the prior of the prior correction
@@ -57,6 +57,10 @@ class ChromaUNetConfig:
     prior_correction: float = 0.0
     #: lambda of Zhang's class rebalancing (1 = none; 0.5 = the paper's)
     rebalance: float = 1.0
+    #: weight of the chroma term (models/losses.py chroma_loss) on the distribution's mean:
+    #: it asks the decoded colour to be as vivid as the truth, so the model commits to a hue
+    #: where it can instead of averaging to gray (0: cross entropy alone)
+    colour_weight: float = 0.0
     neighbours: int = 5
     sigma: float = 5.0
     #: guided upsampling: window radius (pixels of the quarter grid) and regulariser (L in [0, 1])
@@ -177,7 +181,8 @@ class ChromaUNet(Colorizer):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def objective(self, light, embedding, ab, mask):
-        """(Rebalanced) cross entropy against soft-encoded targets on the quarter grid."""
+        """(Rebalanced) cross entropy against soft-encoded targets on the quarter grid, plus
+        ``colour_weight`` x the chroma term on the mean of the (uncorrected) distribution."""
         logits = self.logits(light, embedding)
         size = logits.shape[-2:]
         target_ab = ab_bins.downsample(ab, size) * AB_SCALE
@@ -187,6 +192,9 @@ class ChromaUNet(Colorizer):
         weight = real * self.class_weights[target.argmax(1)]
         ce = -(target * torch.log_softmax(logits.float(), dim=1)).sum(1)
         loss = (ce * weight).sum() / real.sum().clamp_min(1.0)
+        if cfg.colour_weight:
+            mean = ab_bins.annealed_mean(logits.float(), self.centres, 1.0) / AB_SCALE
+            loss = loss + cfg.colour_weight * chroma_loss(mean, target_ab / AB_SCALE, real[:, None])
         return loss, None if self.training else self.decode(logits, light)  # train_step drops it
 
 

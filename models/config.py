@@ -39,3 +39,5 @@ class TrainConfig:
     resolution: int | None = None
     #: end an epoch (validation, checkpoint) after this many samples (None: the whole split)
     epoch_samples: int | None = None
+    #: start from this registered model's weights (``name@version``) instead of from scratch
+    init_from: str | None = None

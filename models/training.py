@@ -25,7 +25,8 @@ from torch import nn
 from tqdm import tqdm
 
 from koala import storage
-from koala.colour import lab_to_rgb
+from koala.colour import colourfulness, lab_to_rgb
+from koala.errors import KoalaError
 from koala.lifecycle import stop_on_signals, stop_requested
 from models.backbones import BACKBONE_INFO
 from models.blocks import AB_SCALE
@@ -76,26 +77,32 @@ def _load_checkpoint(path: str, model: nn.Module, opts: Optimizers) -> dict | No
     return json.loads(storage.read_bytes(storage.join(path, "state.json")))
 
 
-def ab_psnr(light: torch.Tensor, pred: torch.Tensor, ab: torch.Tensor, box: torch.Tensor) -> float:
-    """Mean PSNR (RGB, inside the pad box) of L + predicted a*b* against L + true a*b*."""
-    out = []
+def view_scores(
+    light: torch.Tensor, pred: torch.Tensor, ab: torch.Tensor, box: torch.Tensor
+) -> tuple[list[float], list[float], list[float]]:
+    """Per sample, inside the pad box: RGB PSNR of L + predicted a*b* against L + true a*b*,
+    and the colourfulness of the prediction and of the truth."""
+    psnrs, colour, true_colour = [], [], []
     for i in range(light.shape[0]):
         x0, y0, x1, y1 = box[i].tolist()
         lum = light[i, 0, y0:y1, x0:x1].numpy()[..., None] * 100.0
-        rgb = [
+        out, truth = (
             lab_to_rgb(
                 np.concatenate([lum, a[:, y0:y1, x0:x1].numpy().transpose(1, 2, 0) * AB_SCALE], -1)
             )
             for a in (pred[i].float().cpu(), ab[i])
-        ]
-        out.append(peak_signal_noise_ratio(rgb[1], rgb[0], data_range=255))
-    return float(np.mean(out))
+        )
+        psnrs.append(peak_signal_noise_ratio(truth, out, data_range=255))
+        colour.append(colourfulness(out))
+        true_colour.append(colourfulness(truth))
+    return psnrs, colour, true_colour
 
 
 def evaluate_val(model: nn.Module, loader, device: torch.device) -> dict[str, float]:
-    """The model's objective and RGB PSNR (with its chroma gain) on the val split."""
+    """The model's objective, RGB PSNR and colourfulness (a fraction of the truth's) on the
+    val split, with its chroma gain."""
     model.eval()
-    losses, psnrs, n = [], [], 0
+    losses, psnrs, colour, true_colour = [], [], [], []
     gain = float(getattr(model, "chroma_gain", 1.0))
     with torch.inference_mode():
         for b in loader:
@@ -104,9 +111,15 @@ def evaluate_val(model: nn.Module, loader, device: torch.device) -> dict[str, fl
             loss, pred = model.objective(light, b["embedding"].to(device), ab, mask)
             pred = (pred.float() * gain).clamp(-1.0, 127.0 / 128) if gain != 1.0 else pred
             losses.append(loss.item() * len(light))
-            psnrs.append(ab_psnr(b["light"], pred.cpu(), b["ab"], b["box"]) * len(light))
-            n += len(light)
-    return {"loss": sum(losses) / max(n, 1), "psnr": sum(psnrs) / max(n, 1)}
+            scores = view_scores(b["light"], pred.cpu(), b["ab"], b["box"])
+            for total, part in zip((psnrs, colour, true_colour), scores, strict=True):
+                total.extend(part)
+    n = max(len(psnrs), 1)
+    return {
+        "loss": sum(losses) / n,
+        "psnr": sum(psnrs) / n,
+        "colourfulness": sum(colour) / max(sum(true_colour), 1e-6),
+    }
 
 
 def train_model(
@@ -188,7 +201,7 @@ def _setup(
     set_torch_threads()
     device = resolve_device(cfg.device)
     options = {"embedding_dim": BACKBONE_INFO[backbone].embedding_dim, **(model_options or {})}
-    model = build_model(name, **options_for(name, options)).to(device)
+    model = initial_model(root, name, options, cfg.init_from).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     train_urls = feature_shards(root, backbone, "train")
@@ -199,6 +212,20 @@ def _setup(
         for group in opt.param_groups:
             group["initial_lr"] = group["lr"]
     return run
+
+
+def initial_model(root: str, name: str, options: dict, init_from: str | None) -> nn.Module:
+    """The network to train: new, or the registered ``init_from`` (``name@version``: its
+    weights and config) to fine-tune, with ``options`` overriding that config."""
+    if not init_from:
+        return build_model(name, **options_for(name, options))
+    start, card = load_model(root, init_from)
+    if card["architecture"] != name:
+        raise KoalaError(f"init_from {init_from!r} is a {card['architecture']}, not a {name}")
+    overrides = options_for(name, {**options, "pretrained": False})
+    model = build_model(name, card["config"], **overrides)
+    model.load_state_dict(start.state_dict())
+    return model
 
 
 def _restore(run: _Run, resume: bool) -> None:
@@ -267,30 +294,30 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, float], int, bool]:
         crop_size=None if model.uses_embedding else cfg.crop_size,
     )
     totals: dict[str, float] = {}
-    count = 0
-    bar = tqdm(
-        loader,
-        desc=f"{run.name} epoch {epoch + 1}",
-        unit="batch",
+    count, over_budget = 0, False
+    with tqdm(
+        desc=f"{run.name} epoch {epoch + 1}/{cfg.epochs}",
+        total=cfg.epoch_samples,
+        unit=" image",
         file=sys.stderr,
         disable=not sys.stderr.isatty(),
         leave=False,
-    )
-    for b in bar:
-        light, ab, mask = _training_view(b, device, cfg.resolution)
-        with run.autocast:
-            losses = model.train_step(light, b["embedding"].to(device), ab, mask, run.opts)
-        for key, value in losses.items():
-            totals[key] = totals.get(key, 0.0) + value * len(light)
-        count += len(light)
-        bar.set_postfix({k: f"{v / count:.4f}" for k, v in totals.items()})
-        if stop_requested():
-            raise KeyboardInterrupt("stop requested")
-        if run.budget and time.perf_counter() - run.started > run.budget:
-            return totals, count, True
-        if cfg.epoch_samples and count >= cfg.epoch_samples:
-            break
-    return totals, count, False
+    ) as bar:
+        for b in loader:
+            light, ab, mask = _training_view(b, device, cfg.resolution)
+            with run.autocast:
+                losses = model.train_step(light, b["embedding"].to(device), ab, mask, run.opts)
+            for key, value in losses.items():
+                totals[key] = totals.get(key, 0.0) + value * len(light)
+            count += len(light)
+            bar.update(len(light))
+            bar.set_postfix({k: f"{v / count:.4f}" for k, v in totals.items()})
+            if stop_requested():
+                raise KeyboardInterrupt("stop requested")
+            over_budget = bool(run.budget and time.perf_counter() - run.started > run.budget)
+            if over_budget or (cfg.epoch_samples and count >= cfg.epoch_samples):
+                break
+    return totals, count, over_budget
 
 
 def _training_view(
@@ -322,13 +349,15 @@ def _record(
             **{f"train_{k}": v for k, v in means.items()},
             "val_loss": val["loss"],
             "val_psnr": val["psnr"],
+            "val_colourfulness": val["colourfulness"],
             "seconds": round(state["seconds"], 1),
         }
     )
     extra = "".join(f", {k} {v:.4f}" for k, v in means.items())
     run.log(
         f"{run.name} epoch {epoch + 1}: train {train_loss:.4f}{extra}, val "
-        f"{val['loss']:.4f}, val PSNR {val['psnr']:.2f} dB ({state['seconds']:.0f} s)"
+        f"{val['loss']:.4f}, val PSNR {val['psnr']:.2f} dB, colourfulness "
+        f"{val['colourfulness']:.2f} ({state['seconds']:.0f} s)"
     )
 
 
