@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
+from koala.choices import ImageLimits
 from koala.errors import KoalaError
-from koala.images import ImageLimits
 from koala.params import call_with, pick
 from models.config import CALIBRATION_TARGET, DEFAULT_BACKBONE, FLAGSHIP, TrainConfig
 from tasks.config import (
@@ -26,8 +26,31 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Also show Prefect's and Dask's own log lines (per task)."
+        ),
+    ] = False,
+) -> None:
     """Koala: colorize grayscale photographs at archive scale; every subcommand is a flow."""
+    _quiet_logging(verbose)
+
+
+def _quiet_logging(verbose: bool) -> None:
+    """Terminal output is progress bars and the summary: Prefect's console handler shows
+    warnings only and Dask (here and in its worker processes) logs warnings only, unless
+    ``verbose``; the Prefect server still receives every log line. Set before Prefect or Dask
+    is imported, as both read their logging config then."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client telemetry (and its banner)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    if verbose:
+        return
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
 def _names(text: str) -> list[str]:
@@ -88,10 +111,8 @@ def _ensure_prefect_api() -> None:
 
 
 def _prepare_environment(scheduler: str | None) -> None:
-    """Quiet, offline-friendly Prefect defaults; a ``--scheduler`` becomes the configured one."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-    logging.getLogger("distributed").setLevel(logging.WARNING)
+    """The Prefect API (started only now, after the command's checks passed); a
+    ``--scheduler`` becomes the configured one."""
     _ensure_prefect_api()
     if scheduler:
         os.environ["KOALA_DASK_ADDRESS"] = scheduler
@@ -121,16 +142,22 @@ def build_dataset_cmd(
     chunk_size: Annotated[
         int, typer.Option(min=1, help="Most inputs per ingest task.")
     ] = BuildConfig.chunk_size,
-    min_side: Annotated[int, typer.Option(min=1)] = ImageLimits.min_side,
-    max_pixels: Annotated[int, typer.Option(min=1)] = ImageLimits.max_pixels,
+    min_side: Annotated[
+        int, typer.Option(min=1, help="Reject images whose shorter side is below this (px).")
+    ] = ImageLimits.min_side,
+    max_pixels: Annotated[
+        int, typer.Option(min=1, help="Reject images with more pixels (decompression bombs).")
+    ] = ImageLimits.max_pixels,
     max_rejected_fraction: Annotated[
-        float, typer.Option(min=0, max=1)
+        float,
+        typer.Option(
+            min=0, max=1, help="Fail the run when more than this fraction of inputs is rejected."
+        ),
     ] = BuildConfig.max_rejected_fraction,
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address.")] = None,
 ) -> None:
     """Download, validate and shard image sources into WebDataset tars with a Parquet index."""
     params = dict(locals())
-    _prepare_environment(scheduler)
     try:
         from flows.build_dataset import build_dataset, preflight
 
@@ -140,6 +167,7 @@ def build_dataset_cmd(
         # Listing the sources here too costs a second pass over them, but a bad source then
         # fails as one clean line before Prefect starts (the flow checks again for deployments).
         enumerate_inputs(source, f"{out.rstrip('/')}/_staging")
+        _prepare_environment(scheduler)
         stats = call_with(build_dataset, params, sources=source)
     except (KoalaError, ValueError) as exc:
         _fail(str(exc).splitlines()[0] if isinstance(exc, ValueError) else str(exc))
@@ -168,7 +196,6 @@ def preprocess_cmd(
 ) -> None:
     """Resize-and-pad to 200/299, CIE Lab and global embeddings into feature shards, on Dask."""
     params = dict(locals())
-    _prepare_environment(scheduler)
     try:
         from flows.preprocess import dataset_shards, preprocess
         from infra.runners import dask_runner
@@ -176,6 +203,7 @@ def preprocess_cmd(
 
         dataset_shards(data)
         load_backbone(backbone, weights)  # fail fast on a missing or mismatched checkpoint
+        _prepare_environment(scheduler)
         flow = preprocess.with_options(task_runner=dask_runner(scheduler, workers))
         result = call_with(flow, params)
     except KoalaError as exc:
@@ -210,7 +238,11 @@ def colorize_cmd(
         typer.Option(help="Local folder or s3:// prefix for the results; never in the input."),
     ],
     model: Annotated[
-        str, typer.Option(help="NAME[@VERSION] from the registry (no version: the champion).")
+        str,
+        typer.Option(
+            help="NAME[@VERSION] from --registry, else the shipped models (no @VERSION: the "
+            "champion; `koala models list` shows both)."
+        ),
     ] = FLAGSHIP,
     format: Annotated[
         str,
@@ -250,76 +282,137 @@ def colorize_cmd(
     metadata, a Parquet index and a contact sheet. Inputs done with the same model version are
     skipped; transient failures and changed inputs are redone."""
     params = dict(locals())
-    _prepare_environment(scheduler)
     params["treat_as"] = "monochrome" if recolor else treat_as
     params["device"] = _device(device)
     try:
-        from flows.colorize import colorize_archive
-        from infra.runners import dask_runner
-        from tasks.colorize import prepare_run, resolve_registry
+        from tasks.colorize_plan import plan_batches, prepare_run, resolve_registry
 
         params["registry"] = resolve_registry(registry)
-        card = prepare_run(input, pick(ColorizeConfig, params))[2]  # fail fast
+        cfg = pick(ColorizeConfig, params)
+        refs, plan, card, index = prepare_run(input, cfg)  # fail fast, before torch is imported
+        if not plan_batches(refs, plan, index, card, cfg):
+            _nothing_to_do(input, output, refs, card, index)
+            return
+        from tasks.colorize import verified_card
+
+        verified_card(params["registry"], params["model"])  # the weights load
         params["model"] = f"{card['name']}@{card['version']}"  # the version checked, pinned
+        _prepare_environment(scheduler)
+        from flows.colorize import colorize_archive
+        from infra.runners import dask_runner
+
         flow = colorize_archive.with_options(task_runner=dask_runner(scheduler, workers))
         result = _outcome(call_with(flow, params, return_state=True))
     except KoalaError as exc:
         _fail(str(exc))
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(result["counts"].items()))
+    _print_outcome(result)
+
+
+def _print_outcome(result: dict) -> None:
+    """Where a colorize run's results are, then its summary as the last line."""
+    from tasks.archive_index import outcome_line
+
     typer.echo(
-        f"{result['inputs']} inputs with {result['model']}: {counts} ({result['new']} new)\n"
-        f"images: {result['images']}\nindex: {result['index']}\n"
+        f"model: {result['model']}\nimages: {result['images']}\nindex: {result['index']}\n"
         f"contact sheet: {result['contact_sheet']}"
     )
+    typer.echo(outcome_line(result["counts"], result["new"]))
+
+
+def _nothing_to_do(source: str, output: str, refs: list, card: dict, index) -> None:
+    """Every input is done with this model version: the summary from the index, without
+    starting Prefect or Dask (a run would do nothing)."""
+    from koala import storage
+    from tasks.colorize_plan import run_rows, status_counts
+
+    out, spec, rows = (
+        output.rstrip("/"),
+        f"{card['name']}@{card['version']}",
+        run_rows(index, refs, card),
+    )
+    sheet = storage.join(output, "contact_sheet.html")
+    if not storage.exists(sheet):  # a run stopped before writing it
+        from tasks.contact_sheet import write_contact_sheet
+
+        sheet = write_contact_sheet(output, rows, spec, collection=source)
+    result = {
+        "model": spec,
+        "images": f"{out}/images",
+        "index": f"{out}/index",
+        "contact_sheet": sheet,
+        "counts": status_counts(rows),
+        "new": 0,
+    }
+    _print_outcome(result)
+
+
+TrainModels = Annotated[
+    str,
+    typer.Option(
+        help="Comma-separated: chroma_unet, unet, koalarization, zhang, zhang_resnet, "
+        "regression, autoencoder, pretrained_encoder, gan."
+    ),
+]
+Epochs = Annotated[
+    int, typer.Option(min=1, help="Most epochs (early stopping or the budget may end sooner).")
+]
+Budget = Annotated[float | None, typer.Option(help="Same wall-clock budget for every model.")]
+BatchSize = Annotated[int, typer.Option(min=1, help="Samples per training step.")]
+Seed = Annotated[int, typer.Option(help="Random seed (initialisation, sample order).")]
+Settings = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="KEY=VALUE for the models' configs, e.g. finetune_after=3."),
+]
+ColourTarget = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        help="Calibrate each model (prior correction of its colour distribution, or a "
+        "chroma gain) so val colourfulness reaches this fraction of the truth's (e.g. 0.95).",
+    ),
+]
+Resolution = Annotated[
+    int | None, typer.Option(min=32, help="Train on the 200 px views downsampled to this size.")
+]
+EpochSamples = Annotated[
+    int | None, typer.Option(min=1, help="Samples per epoch (val and checkpoint that often).")
+]
+LearningRate = Annotated[float, typer.Option(min=0.0, help="Peak learning rate (cosine decay).")]
+InitFrom = Annotated[
+    str | None,
+    typer.Option(
+        help="Fine-tune the registered model NAME@VERSION (its weights and config; --set "
+        "overrides) instead of training from scratch."
+    ),
+]
 
 
 @app.command("train")
 def train_cmd(
     data: Annotated[str, typer.Option(help="Dataset root with preprocessed features.")],
-    models: Annotated[
-        str,
-        typer.Option(
-            help="Comma-separated: chroma_unet, unet, koalarization, zhang, zhang_resnet, "
-            "regression, autoencoder, pretrained_encoder, gan."
-        ),
-    ],
-    epochs: Annotated[int, typer.Option(min=1)] = TrainConfig.epochs,
-    budget_minutes: Annotated[
-        float | None, typer.Option(help="Same wall-clock budget for every model.")
-    ] = TrainConfig.budget_minutes,
+    models: TrainModels,
+    epochs: Epochs = TrainConfig.epochs,
+    budget_minutes: Budget = TrainConfig.budget_minutes,
     backbone: Backbone = DEFAULT_BACKBONE,
-    batch_size: Annotated[int, typer.Option(min=1)] = TrainConfig.batch_size,
+    batch_size: BatchSize = TrainConfig.batch_size,
     device: Device = AUTO,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoints.")] = False,
-    seed: Annotated[int, typer.Option()] = TrainConfig.seed,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="KEY=VALUE for the models' configs, e.g. finetune_after=3."),
-    ] = None,
-    colour_target: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            help="Calibrate each model (prior correction of its colour distribution, or a "
-            "chroma gain) so val colourfulness reaches this fraction of the truth's (e.g. 0.95).",
-        ),
-    ] = TrainConfig.colour_target,
-    resolution: Annotated[
-        int | None,
-        typer.Option(min=32, help="Train on the 200 px views downsampled to this size."),
-    ] = TrainConfig.resolution,
-    epoch_samples: Annotated[
-        int | None,
-        typer.Option(min=1, help="Samples per epoch (val and checkpoint that often)."),
-    ] = TrainConfig.epoch_samples,
+    seed: Seed = TrainConfig.seed,
+    set_: Settings = None,
+    colour_target: ColourTarget = TrainConfig.colour_target,
+    resolution: Resolution = TrainConfig.resolution,
+    epoch_samples: EpochSamples = TrainConfig.epoch_samples,
+    lr: LearningRate = TrainConfig.lr,
+    init_from: InitFrom = TrainConfig.init_from,
 ) -> None:
     """Train models on feature shards and register the best epoch of each."""
     params = dict(locals())
-    _prepare_environment(None)
     try:
-        from flows.train import train_models
+        from flows.train import check_training_inputs, train_models
         from koala.lifecycle import stop_on_signals
 
+        check_training_inputs(data, _names(models), backbone, init_from)
+        _prepare_environment(None)
         with stop_on_signals():  # Ctrl-C / SIGTERM: checkpoint, then stop (--resume goes on)
             results = call_with(
                 train_models,
@@ -357,8 +450,12 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate models and the gray / mean-ab baselines at full resolution; write a report."""
     params = dict(locals())
-    _prepare_environment(None)
     try:
+        from models.cards import find_card
+
+        for spec in _names(models):
+            find_card(data, spec)  # an unknown model or version fails before anything starts
+        _prepare_environment(None)
         from flows.evaluate import evaluate_models
         from tasks.evaluate import report_path
 
@@ -397,7 +494,9 @@ def compare_cmd(
         str, typer.Option(help="Split to score (test; val if there is none).")
     ] = EvaluateConfig.split,
     backbone: Backbone = DEFAULT_BACKBONE,
-    batch_size: Annotated[int, typer.Option(min=1)] = CompareConfig.batch_size,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Samples per training step, the same for every model.")
+    ] = CompareConfig.batch_size,
     colour_target: Annotated[
         float | None,
         typer.Option(min=0.0, help="Chroma calibration target for every model; 0 turns it off."),
@@ -411,11 +510,15 @@ def compare_cmd(
 ) -> None:
     """Train every model for the same budget on the same data and compare them in one report."""
     params = dict(locals())
-    _prepare_environment(None)
     try:
         from flows.compare import compare_models
+        from flows.train import check_training_inputs
         from koala.lifecycle import stop_on_signals
+        from tasks.compare import COMPARED
         from tasks.evaluate import report_path
+
+        check_training_inputs(data, _names(models) if models else list(COMPARED), backbone)
+        _prepare_environment(None)
 
         with stop_on_signals():
             summary = call_with(
@@ -437,19 +540,28 @@ app.add_typer(models_app, name="models")
 
 @models_app.command("list")
 def models_list_cmd(
-    data: Annotated[str, typer.Option(help="Dataset root holding models/.")],
+    data: Annotated[
+        str | None,
+        typer.Option(help="Dataset root holding models/ (default: KOALA_DATA_ROOT)."),
+    ] = None,
 ) -> None:
-    """Registered models and versions; * marks each name's champion."""
-    from models.registry import list_models
+    """Registered models and versions, then the models shipped with Koala (what colorize uses
+    when the registry has no model of that name); * marks each name's champion."""
+    from koala.settings import get_settings
+    from models.registry import SHIPPED, SHIPPED_REGISTRY, list_models, registry_root
 
-    table = list_models(data)
-    if table.empty:
-        typer.echo(f"no models registered under {data.rstrip('/')}/models")
-        return
-    for row in table.to_dict("records"):
-        psnr = row.get("val_psnr")
-        metric = f"  val PSNR {psnr:.2f} dB" if isinstance(psnr, float) and psnr == psnr else ""
-        typer.echo(f"{'*' if row['champion'] else ' '} {row['name']}@{row['version']}{metric}")
+    root = data or get_settings().data_root
+    for where, title in ((root, registry_root(root)), (SHIPPED, f"shipped ({SHIPPED_REGISTRY})")):
+        try:
+            table = list_models(where)
+        except KoalaError as exc:
+            _fail(str(exc))
+        typer.echo(f"{title}:" if not table.empty else f"{title}: no models")
+        for row in table.to_dict("records"):
+            psnr = row.get("val_psnr")
+            metric = f"  val PSNR {psnr:.2f} dB" if isinstance(psnr, float) and psnr == psnr else ""
+            star = "*" if row["champion"] else " "
+            typer.echo(f"  {star} {row['name']}@{row['version']}{metric}")
 
 
 @models_app.command("promote")

@@ -79,6 +79,16 @@ TRANSIENT_REASONS = FETCH_TRANSIENT | {"write_failed", "read_failed", "model_err
 #: statuses that end an input's work for a model version
 FINAL_STATUSES = frozenset({"ok", "skipped_color", "failed"})
 _OWNER = ["input_uri", "model", "model_version"]
+#: how a run's summary names each status
+STATUS_WORDS = {"ok": "colorized", "skipped_color": "skipped as colour", "failed": "failed"}
+
+
+def outcome_line(counts: dict[str, int], new: int) -> str:
+    """A run's summary, e.g. ``15 colorized, 1 skipped as colour, 1 failed; 0 new``: what the
+    index says of the collection's inputs, and how many of them this run worked on."""
+    order = [*STATUS_WORDS, *sorted(set(counts) - set(STATUS_WORDS))]
+    parts = [f"{counts[s]} {STATUS_WORDS.get(s, s)}" for s in order if counts.get(s)]
+    return f"{', '.join(parts) or 'no inputs'}; {new} new"
 
 
 def index_dir(output: str) -> str:

@@ -206,7 +206,14 @@ def _cli_env(prefect_server: str) -> dict[str, str]:
     }
 
 
-def test_fail_fast_with_one_line(tmp_path: Path, registry: str) -> None:
+def _no_prefect(*_args, **_kwargs) -> None:
+    raise AssertionError("Prefect started before the command's checks failed")
+
+
+def test_fail_fast_with_one_line(
+    tmp_path: Path, registry: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cli.main._ensure_prefect_api", _no_prefect)
     (tmp_path / "empty").mkdir()
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.png").write_bytes(encode(_gray(1), "PNG"))
@@ -223,6 +230,14 @@ def test_fail_fast_with_one_line(tmp_path: Path, registry: str) -> None:
             str(tmp_path / "o"),
             "--model",
             "vgg",
+        ],
+        "unknown format 'webp'": [
+            "--input",
+            str(tmp_path / "in"),
+            "--output",
+            str(tmp_path / "o"),
+            "--format",
+            "webp",
         ],
     }
     for words, args in cases.items():
