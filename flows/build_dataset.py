@@ -9,6 +9,7 @@ import pandas as pd
 from prefect import flow
 from prefect.logging import get_run_logger
 
+from flows.artifacts import publish_dataset
 from flows.progress import track
 from flows.stages import stage
 from infra.runners import DeferredRunner, task_runner
@@ -104,6 +105,7 @@ def build_dataset(
     if not keep_staging:  # keep the small chunk records so that a rerun is a no-op
         for tar_url, _ in staged:
             storage.remove(tar_url)
+    publish_dataset(stats, out)
     return stats
 
 
@@ -118,6 +120,9 @@ def _ingest(chunks: list[list], staging: str, limits: ImageLimits) -> list[tuple
                 f"chunk {r['chunk']}: {r['accepted']}/"
                 f"{r['inputs']} accepted" + (" (reused)" if r["skipped"] else "")
             ),
+            "image",
+            lambda r: r["inputs"],
+            sum(len(c) for c in chunks),
         )
     )
     return [chunk_paths(staging, i, chunk_fingerprint(c, limits)) for i, c in enumerate(chunks)]
@@ -134,6 +139,7 @@ def _write_shards(out: str, index: pd.DataFrame, jobs: list[ShardJob], t0: float
                 f"{s['shard']}: {s['count']} samples"
                 + (" (already complete)" if s.get("skipped") else "")
             ),
+            "shard",
         )
     )
     write_index(out, index)

@@ -9,18 +9,21 @@ from prefect import flow
 from prefect.logging import get_run_logger
 from prefect.states import Failed
 
+from flows.artifacts import publish_colorize
 from flows.progress import track
 from flows.stages import stage
 from infra.runners import DeferredRunner, dask_runner
 from koala.params import pick
 from models.config import FLAGSHIP
-from tasks.archive_index import RunPlan, compact_index
+from tasks.archive_index import RunPlan, compact_index, outcome_line
 from tasks.colorize import (
     colorize_blocks,
     group_batches,
     plan_batches,
     prepare_run,
     resolve_registry,
+    run_rows,
+    status_counts,
 )
 from tasks.config import ColorizeConfig
 from tasks.contact_sheet import write_contact_sheet
@@ -81,16 +84,16 @@ def colorize_archive(
     futures = [
         colorize_task.submit(group, _subplan(plan, group), cfg) for group in group_batches(todo)
     ]
-    errors = [r["error"] for r in track(futures, "colorize", _describe) if r.get("error")]
+    results = track(futures, "colorize", _describe, "image", lambda r: r["rows"], n_todo)
+    errors = [r["error"] for r in results if r.get("error")]
     if errors:
         return Failed(message=f"{errors[0]}; the batches done are kept, rerun to resume")
     index = compact_index(output)
-    mine = index[(index["model"] == card["name"]) & (index["model_version"] == card["version"])]
-    mine = mine[mine["input_uri"].isin({r.uri for r in refs})]
-    sheet = write_contact_sheet(output, mine, spec)
-    counts = {str(k): int(v) for k, v in mine["status"].value_counts().items()}
-    log.info("done: %s; contact sheet %s", counts, sheet)
-    return {
+    mine = run_rows(index, refs, card)
+    sheet = write_contact_sheet(output, mine, spec, collection=input)
+    counts = status_counts(mine)
+    log.info("%s; contact sheet %s", outcome_line(counts, n_todo), sheet)
+    result = {
         "model": spec,
         "inputs": len(mine),
         "new": n_todo,
@@ -99,3 +102,5 @@ def colorize_archive(
         "contact_sheet": sheet,
         "images": f"{output.rstrip('/')}/images",
     }
+    publish_colorize(result)
+    return result

@@ -7,6 +7,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.logging import get_run_logger
 
+from flows.artifacts import publish_scores
 from flows.evaluate import evaluate_task
 from flows.train import check_training_inputs, train_task
 from infra.runners import DeferredRunner, task_runner
@@ -66,4 +67,5 @@ def compare_models(
     scoring = EvaluateConfig(split=scored, samples=samples)
     summary = evaluate_task(data, specs, report, backbone, scoring, intro, appendix)
     log.info("report: %s", report_path(report))
+    publish_scores("compare-models", summary, report_path(report))
     return summary

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.logging import get_run_logger
 
+from flows.artifacts import publish_scores
 from flows.stages import stage
 from infra.runners import DeferredRunner, task_runner
 from koala.params import pick
@@ -40,4 +41,5 @@ def evaluate_models(
             m["fd_lite0"],
         )
     log.info("report: %s", evaluate.report_path(report))
+    publish_scores("evaluate-models", summary, evaluate.report_path(report))
     return summary

@@ -8,9 +8,11 @@ data-quality check in ``build-dataset`` or ``preprocess`` stops the run before t
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, get_client
 from prefect.logging import get_run_logger
+from prefect.runtime import deployment, flow_run
 
+from flows.artifacts import publish_decision
 from flows.build_dataset import build_dataset
 from flows.evaluate import evaluate_models
 from flows.preprocess import preprocess
@@ -20,6 +22,24 @@ from koala.errors import KoalaError
 from models.config import FLAGSHIP, TrainConfig
 from models.promotion import current_champion, decide, record_decision
 from tasks.config import BuildConfig, EvaluateConfig, NightlyConfig
+from tasks.evaluate import report_path
+
+
+def how_started() -> str:
+    """How this run started: by its deployment's schedule (named, with whether it is active)
+    or by hand; read from the Prefect API."""
+    if not deployment.id:
+        return "run by hand, not from a deployment"
+    with get_client(sync_client=True) as client:
+        dep = client.read_deployment(deployment.id)
+        auto = client.read_flow_run(flow_run.id).auto_scheduled
+    schedules = "; ".join(
+        f"{getattr(s.schedule, 'cron', None) or s.schedule} "
+        f"{getattr(s.schedule, 'timezone', None) or ''} ({'active' if s.active else 'paused'})"
+        for s in dep.schedules
+    )
+    how = "started by its schedule" if auto else "started by hand"
+    return f"{how}; deployment {dep.name!r} schedule: {schedules or 'none'}"
 
 
 @flow(name="nightly-retrain", log_prints=True)
@@ -40,6 +60,9 @@ def nightly_retrain(
     """Retrain ``model`` on ``sources`` (ingested into the dataset root ``data``) and promote
     the challenger if it beats the champion on ``metric`` by ``margin`` on ``split``."""
     log = get_run_logger()
+    log.info(
+        "nightly-retrain of %s on sources %s into %s (%s)", model, sources, data, how_started()
+    )
     build_dataset(sources=sources, out=data, shard_size=shard_size, splits=splits)
     preprocess(data=data)
     champion = current_champion(data, model)
@@ -73,4 +96,5 @@ def nightly_retrain(
         "-" if decision["champion_score"] is None else f"{decision['champion_score']:.4f}",
         margin,
     )
+    publish_decision(decision, report_path(report), sources)
     return decision | {"report": report}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.logging import get_run_logger
 
+from flows.artifacts import publish_features
 from flows.progress import track
 from flows.stages import stage
 from infra.runners import DeferredRunner, dask_runner
@@ -50,7 +51,8 @@ def preprocess(
         track(
             futures,
             "preprocess",
-            lambda r: (
+            unit="shard",
+            describe=lambda r: (
                 f"{r['shard']}: {r['samples']} samples"
                 + (
                     " (already done)"
@@ -70,7 +72,7 @@ def preprocess(
         encoder_size=cfg.encoder_size,
     )
     log.info("features: %d samples in %d shard(s) under %s", len(index), len(results), out)
-    return {
+    result = {
         "samples": len(index),
         "shards": len(results),
         "features": out,
@@ -78,3 +80,5 @@ def preprocess(
         "recomputed": sum(not r["skipped"] for r in results),
         "task_seconds": round(sum(r["seconds"] for r in results), 3),
     }
+    publish_features(result, data)
+    return result
