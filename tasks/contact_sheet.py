@@ -1,35 +1,144 @@
 """``DST/contact_sheet.html``: status counts, the least confident results first (for review
-before publishing), before/after pairs of a sample of the collection, and the failed inputs
-with their reasons, for a person to look at."""
+before publishing), labelled before/after pairs of a sample of the collection (sortable by the
+model's confidence, linked to the full-resolution outputs), and every skipped and failed input
+with its reason, :data:`PAGE_ROWS` to a page (``contact_sheet-<status>-<n>.html`` after the
+first), for a person to look at. Paths are shown relative to the collection."""
 
 from __future__ import annotations
 
 import html
 import io
+import math
+import os
+import posixpath
+import re
+from collections.abc import Iterable
+from urllib.parse import quote
 
 import pandas as pd
 from PIL import Image
 
 from koala import storage
 from koala.images import pil_guards
+from koala.uris import split_member_uri
 from tasks.colorize import THUMB, make_thumb, thumb_uris
 
 #: results shown in the contact sheet's review section, least confident first
 REVIEW_FIRST = 24
+#: skipped or failed inputs listed per page
+PAGE_ROWS = 200
+SHEET = "contact_sheet.html"
+#: what each status means, for the counts table
+STATUS_MEANING = {
+    "ok": "colorized",
+    "skipped_color": "left alone: the input already has colour",
+    "failed": "not colorized: see the reason below",
+}
 
-STYLE = """body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}
+STYLE = """body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
-.pair{display:inline-block;margin:0 1em 1em 0}.pair img{max-height:240px;margin-right:4px}
-.pair p{margin:2px 0;font-size:small;max-width:500px;word-break:break-all}"""
+td.n{text-align:right;font-variant-numeric:tabular-nums}code{word-break:break-all}
+.grid{display:flex;flex-wrap:wrap;gap:1em 1.5em;align-items:flex-start}
+.pair{margin:0;border:1px solid #ddd;padding:6px;background:#fafafa}.pair>div{display:flex;gap:4px}
+figure.half{margin:0;text-align:center}.half img{max-height:240px;max-width:320px;display:block}
+.half figcaption{font-size:small;color:#555}
+.pair>figcaption{margin-top:4px;font-size:small;max-width:644px;word-break:break-all}
+nav.pages{margin:.5em 0}nav.pages a,nav.pages b{margin-right:.5em}.sort button{margin-right:.5em}"""
+
+#: reorders the grid's figures by a data attribute; rows without the value go last
+SORT_JS = """<script>
+function sortGrid(key, dir) {
+  const grid = document.getElementById('grid');
+  const items = Array.from(grid.children);
+  items.sort((a, b) => {
+    const x = a.dataset[key], y = b.dataset[key];
+    if (x === '' || y === '') return (x === '') - (y === '');
+    return dir * (parseFloat(x) - parseFloat(y));
+  });
+  items.forEach((e) => grid.appendChild(e));
+}
+document.getElementById('sort').hidden = false;
+if (location.hash === '#least-confident') sortGrid('confidence', 1);
+</script>"""
 
 
-def _pair(output: str, r, label: str = "") -> str:
-    before, after = thumb_uris(output, r.key)
-    rel = [u[len(output.rstrip("/")) + 1 :] for u in (before, after)]
+def collection_root(uris: Iterable[str], root: str | None = None) -> str:
+    """The folder the captions are relative to, with its trailing ``/``: ``root`` when every
+    input lies under it, else the longest common folder of the inputs (an archive member's
+    folder being its archive)."""
+    shown = [_location(u) for u in uris]
+    if root:
+        base = _location(root).rstrip("/") + "/"
+        if shown and all(s.startswith(base) and len(s) > len(base) for s in shown):
+            return base
+    if not shown:
+        return ""
+    common = []
+    for names in zip(*(s.split("/")[:-1] for s in shown), strict=False):
+        if len(set(names)) > 1:
+            break
+        common.append(names[0])
+    return "/".join(common) + "/" if common else ""
+
+
+def _location(uri: str) -> str:
+    """``uri`` as a path: an archive member as ``ARCHIVE/MEMBER``."""
+    member = split_member_uri(uri)
+    return f"{member[2]}/{member[1]}" if member else uri
+
+
+def relative_name(uri: str, root: str) -> str:
+    """``uri`` relative to the collection ``root`` (from :func:`collection_root`)."""
+    shown = _location(uri)
+    return shown[len(root) :] if root and shown.startswith(root) else shown
+
+
+def output_href(output: str, uri: str) -> str:
+    """A link from the sheet in ``output`` to ``uri``: relative (URL-quoted) when ``uri`` is under
+    ``output`` or both are local, else ``uri`` itself."""
+    base = output.rstrip("/") + "/"
+    if uri.startswith(base):
+        return quote(uri[len(base) :])
+    if storage.is_local(output) and storage.is_local(uri):
+        rel = os.path.relpath(storage.local_path(uri), storage.local_path(output))
+        return quote(rel.replace(os.sep, "/"))
+    return uri
+
+
+def _attr(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _confidence(r) -> float | None:
+    value = getattr(r, "confidence", None)
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def _number(value: object) -> str:
+    """An integer column's value as written (NA: ?), whatever the frame's dtype."""
+    return "?" if pd.isna(value) else str(int(value))
+
+
+def _pair(output: str, r, root: str, label: str = "") -> str:
+    """A labelled before/after figure of one result; the colorized side links to its output."""
+    before, after = (u[len(output.rstrip("/")) + 1 :] for u in thumb_uris(output, r.key))
+    name = relative_name(r.input_uri, root)
+    conf = _confidence(r)
+    href = _attr(output_href(output, r.output_uri)) if isinstance(r.output_uri, str) else ""
+    full = f" · <a href='{href}'>full resolution</a>" if href else ""
+    img = f"<img src='{after}' alt='colorized: {_attr(name)}'>"
+    linked = f"<a href='{href}'>{img}</a>" if href else img
     return (
-        f"<div class='pair'><img src='{rel[0]}' alt='input'><img src='{rel[1]}' "
-        f"alt='colorized'><p>{label}{html.escape(r.input_uri)} ({r.width}x{r.height}, "
-        f"{html.escape(str(r.input_mode))}, {r.bit_depth}-bit)</p></div>"
+        f"<figure class='pair' data-order='{int(r.ordinal)}' "
+        f"data-confidence='{'' if conf is None else f'{conf:.6f}'}'><div>"
+        f"<figure class='half'><img src='{before}' alt='grayscale input: {_attr(name)}'>"
+        "<figcaption>grayscale input</figcaption></figure>"
+        f"<figure class='half'>{linked}"
+        f"<figcaption>colorized{full}</figcaption></figure></div>"
+        f"<figcaption title='{_attr(r.input_uri)}'>{html.escape(label)}<b>{html.escape(name)}"
+        f"</b><br>{_number(r.width)}×{_number(r.height)}, {html.escape(str(r.input_mode))}, "
+        f"{_number(r.bit_depth)}-bit"
+        f"{'' if conf is None or label else f', confidence {conf:.2f}'}</figcaption></figure>"
     )
 
 
@@ -51,7 +160,13 @@ def _ensure_thumbs(output: str, r) -> bool:
     return True
 
 
-def review_section(output: str, index: pd.DataFrame, most: int = REVIEW_FIRST) -> str:
+def _shown(n: int, total: int) -> str:
+    return f"all {total}" if n == total else f"{n} of {total}"
+
+
+def review_section(
+    output: str, index: pd.DataFrame, most: int = REVIEW_FIRST, root: str | None = None
+) -> str:
     """Pairs of the ``most`` least confident results (the model's own confidence in its
     colours), least confident first; empty when the model reports no confidence."""
     if "confidence" not in index:
@@ -59,43 +174,175 @@ def review_section(output: str, index: pd.DataFrame, most: int = REVIEW_FIRST) -
     rated = index[(index["status"] == "ok") & index["confidence"].notna()]
     if rated.empty:
         return ""
+    root = collection_root(index["input_uri"]) if root is None else root
     pairs = "".join(
-        _pair(output, r, f"confidence {r.confidence:.2f} · ")
+        _pair(output, r, root, f"confidence {r.confidence:.2f} · ")
         for r in rated.sort_values("confidence").head(most).itertuples()
         if _ensure_thumbs(output, r)
     )
     return (
-        "<h2>Review first: the least confident results</h2><p>Sorted by the model's confidence "
-        "in its colours (index column <code>confidence</code>, 0 to 1), lowest first.</p>" + pairs
+        "<h2 id='review'>Review first: the least confident results</h2><p>Sorted by the "
+        "model's confidence in its colours (index column <code>confidence</code>, 0 to 1), "
+        f"lowest first: {_shown(min(most, len(rated)), len(rated))}.</p>"
+        f"<div class='grid'>{pairs}</div>"
     )
 
 
-def write_contact_sheet(output: str, index: pd.DataFrame, model: str, failed_rows: int = 50) -> str:
-    """Write the contact sheet of ``index`` (this run's rows) under ``output``; return its URI."""
-    counts = index["status"].value_counts()
-    rows = "".join(
-        f"<tr><th>{html.escape(str(s))}</th><td>{int(n)}</td></tr>" for s, n in counts.items()
-    )
-    pairs = "".join(
-        _pair(output, r)
-        for r in index[index["status"] == "ok"].sort_values("ordinal").itertuples()
+def _sample_section(output: str, index: pd.DataFrame, root: str) -> str:
+    """The before/after grid of the sampled results, with buttons sorting it by confidence."""
+    ok = index[index["status"] == "ok"].sort_values("ordinal")
+    pairs = [
+        _pair(output, r, root)
+        for r in ok.itertuples()
         if storage.exists(thumb_uris(output, r.key)[1])
+    ]
+    rated = "confidence" in index and ok["confidence"].notna().any()
+    head = (
+        f"<h2 id='samples'>Before and after (first inputs of the collection)</h2><p>"
+        f"{_shown(len(pairs), len(ok)).capitalize()} colorized inputs. Left: the grayscale "
+        "input; right: the "
+        "colorized output (click it for the full-resolution file).</p>"
     )
-    failed = index[index["status"] == "failed"].sort_values("ordinal").head(failed_rows)
-    fails = "".join(
-        f"<tr><td>{html.escape(r.input_uri)}</td><td>{html.escape(str(r.reason))}</td></tr>"
-        for r in failed.itertuples()
+    if not pairs:
+        return head + "<p>none</p>"
+    grid = f"<div class='grid' id='grid'>{''.join(pairs)}</div>"
+    if not rated:
+        return head + grid
+    buttons = (
+        "<p class='sort' id='sort' hidden>Order: <button onclick=\"sortGrid('order', 1)\">"
+        "collection order</button><button onclick=\"sortGrid('confidence', 1)\">least confident"
+        " first</button><button onclick=\"sortGrid('confidence', -1)\">most confident first"
+        "</button></p>"
     )
-    page = f"""<!doctype html><html><head><meta charset="utf-8">
-<title>Koala contact sheet</title><style>{STYLE}</style></head><body>
-<h1>Koala contact sheet</h1>
-<p>{len(index)} inputs colorized with <b>{html.escape(model)}</b>. Outputs are machine-colorized
-and labelled as such in their metadata. Index: <code>index/</code> (Parquet).</p>
-<table>{rows}</table>
-{review_section(output, index)}
-<h2>Before and after (first inputs of the collection)</h2>{pairs or "<p>none</p>"}
-<h2>Failed inputs</h2><table><tr><th>input</th><th>reason</th></tr>{fails}</table>
-</body></html>"""
-    uri = storage.join(output, "contact_sheet.html")
-    storage.atomic_write_bytes(uri, page.encode())
+    return head + buttons + grid + SORT_JS  # the script runs after the grid is in the page
+
+
+def _document(title: str, body: str) -> str:
+    return (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}"
+        f"</title><meta name='viewport' content='width=device-width'><style>{STYLE}</style>"
+        f"</head><body>{body}</body></html>"
+    )
+
+
+def _slug(status: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]+", "-", status).strip("-") or "status"
+
+
+def page_name(status: str, n: int) -> str:
+    """The file (beside the sheet) of page ``n`` of a status's list; page 1 is in the sheet."""
+    return f"{SHEET}#{_slug(status)}" if n == 1 else f"contact_sheet-{_slug(status)}-{n}.html"
+
+
+def _nav(status: str, n: int, pages: int) -> str:
+    """Links to the pages of a list: the first, the last and those near ``n``."""
+    shown = sorted({1, pages, *range(max(1, n - 3), min(pages, n + 3) + 1)})
+    out, last = [], 0
+    for i in shown:
+        if i > last + 1:
+            out.append("…")
+        out.append(f"<b>{i}</b>" if i == n else f"<a href='{page_name(status, i)}'>{i}</a>")
+        last = i
+    return f"<nav class='pages'>Pages: {' '.join(out)}</nav>" if pages > 1 else ""
+
+
+def _issue_table(rows: pd.DataFrame, start: int, root: str) -> str:
+    body = "".join(
+        f"<tr><td class='n'>{start + i + 1}</td><td title='{_attr(r.input_uri)}'><code>"
+        f"{html.escape(relative_name(r.input_uri, root))}</code></td><td>"
+        f"{'—' if pd.isna(r.reason) else html.escape(str(r.reason))}</td></tr>"
+        for i, r in enumerate(rows.itertuples())
+    )
+    return f"<table><tr><th>#</th><th>input</th><th>reason</th></tr>{body}</table>"
+
+
+def issue_section(
+    output: str, status: str, rows: pd.DataFrame, root: str, per_page: int = PAGE_ROWS
+) -> tuple[str, list[str]]:
+    """The sheet's list of the ``status`` inputs (its first page) with their reasons; the
+    further pages are written beside the sheet, and their URIs returned."""
+    pages = max(1, math.ceil(len(rows) / per_page))
+    title = f"{html.escape(status)}: {len(rows)} input{'s' * (len(rows) != 1)}"
+    written = []
+    for n in range(1, pages + 1):
+        part = rows.iloc[(n - 1) * per_page : n * per_page]
+        head = f"<p>Rows {(n - 1) * per_page + 1}–{(n - 1) * per_page + len(part)} of {len(rows)}"
+        body = f"{head}.</p>{_nav(status, n, pages)}{_issue_table(part, (n - 1) * per_page, root)}"
+        if n == 1:
+            first = f"<h2 id='{_slug(status)}'>{title}</h2>{body}"
+            continue
+        back = f"<p><a href='{SHEET}'>← contact sheet</a></p>"
+        uri = storage.join(output, page_name(status, n))
+        page = _document(f"Koala: {status}, page {n}", f"{back}<h1>{title}, page {n}</h1>{body}")
+        storage.atomic_write_bytes(uri, page.encode())
+        written.append(uri)
+    return first, written
+
+
+def _remove_stale_pages(output: str, keep: list[str]) -> None:
+    """Delete list pages of an earlier sheet that this one does not link to."""
+    names = {posixpath.basename(u) for u in keep}
+    for uri in storage.list_files(output, "contact_sheet-*.html"):
+        name = posixpath.basename(uri)
+        if re.fullmatch(r"contact_sheet-[A-Za-z0-9_-]+-\d+\.html", name) and name not in names:
+            storage.remove(uri)
+
+
+def _below(status: str) -> str:
+    return f" (<a href='#{_slug(status)}'>listed below</a>)"
+
+
+def _counts_table(index: pd.DataFrame) -> str:
+    counts = index["status"].value_counts()
+    counts = counts[sorted(counts.index, key=lambda s: (s != "ok", *_issue_order(str(s))))]
+    rows = "".join(
+        f"<tr><th>{html.escape(str(s))}</th><td class='n'>{int(n)}</td><td>"
+        f"{html.escape(STATUS_MEANING.get(str(s), ''))}"
+        f"{'' if s == 'ok' else _below(str(s))}</td></tr>"
+        for s, n in counts.items()
+    )
+    return (
+        "<table><tr><th>status</th><th>inputs</th><th>meaning</th></tr>"
+        f"{rows}<tr><th>total</th><td class='n'>{len(index)}</td><td></td></tr></table>"
+    )
+
+
+def _issue_order(status: str) -> tuple[int, str]:
+    return (0 if status == "failed" else 1 if status.startswith("skipped") else 2), status
+
+
+def write_contact_sheet(
+    output: str,
+    index: pd.DataFrame,
+    model: str,
+    page_rows: int = PAGE_ROWS,
+    collection: str | None = None,
+) -> str:
+    """Write the contact sheet of ``index`` (this run's rows) under ``output``; return its URI.
+    ``collection``: the input root the paths are shown relative to (default: the inputs'
+    common folder). Every skipped and failed input is listed, ``page_rows`` to a page."""
+    root = collection_root(index["input_uri"], collection)
+    issues, pages = [], []
+    for status in sorted(set(index["status"]) - {"ok"}, key=_issue_order):
+        rows = index[index["status"] == status].sort_values("ordinal")
+        section, written = issue_section(output, status, rows, root, page_rows)
+        issues.append(section)
+        pages += written
+    where = (
+        f"Paths are relative to the collection <code>{html.escape(root)}</code>; hover over one "
+        "for its full URI."
+        if root
+        else ""
+    )
+    samples = _sample_section(output, index, root)  # before the review makes more thumbnails
+    body = f"""<h1>Koala contact sheet</h1>
+<p>{len(index)} inputs run with <b>{html.escape(model)}</b>. Outputs are machine-colorized
+and labelled as such in their metadata. Index: <code>index/</code> (Parquet). {where}</p>
+{_counts_table(index)}
+{review_section(output, index, root=root)}
+{samples}
+{"".join(issues)}"""
+    uri = storage.join(output, SHEET)
+    storage.atomic_write_bytes(uri, _document("Koala contact sheet", body).encode())
+    _remove_stale_pages(output, pages)
     return uri
