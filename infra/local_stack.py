@@ -1,62 +1,77 @@
 """The embedded default stack on one machine: a Prefect server on SQLite, the ``koala-local``
 process work pool and its worker, and a Dask LocalCluster that the flows use.
 
-    python -m infra.local_stack up      # start (idempotent); prints the environment to use
-    python -m infra.local_stack env     # export lines: PREFECT_API_URL, KOALA_DASK_ADDRESS
+    python -m infra.local_stack up      # start what is not running; prints what runs where
+    python -m infra.local_stack status  # what runs where (exit 1 when the stack is not up)
+    python -m infra.local_stack env     # export lines: PREFECT_API_URL, KOALA_DASK_ADDRESS, ...
     python -m infra.local_stack down    # stop everything it started
 
-State, logs and the SQLite database live in ``.koala/`` (``KOALA_STACK_DIR``). Every part is
-found by configuration only: to outgrow one machine, point ``PREFECT_API_URL`` at a remote
-Prefect server and ``KOALA_DASK_ADDRESS`` at an existing Dask scheduler instead (see
-docs/deployment.md); the deployments and flows stay the same.
+State, logs and the SQLite database live in ``.koala/`` (``KOALA_STACK_DIR``). The server is
+Prefect's own background server (``prefect server start --background`` with ``PREFECT_HOME``
+in that folder, stopped with ``prefect server stop``); ``up`` gives it a random token (the
+Prefect variable ``koala_stack_token``, also kept in ``stack.json``), and a server counts as
+the stack's own only when Prefect's ``server.pid`` is alive and the server on the recorded
+port answers with that token, so another program or another Prefect server on the port is
+never taken for it.
+
+Ports: 4200 (Prefect) and 8786 (Dask), or a free port when one of those is taken by another
+program; ``KOALA_STACK_PREFECT_PORT`` / ``KOALA_STACK_DASK_PORT`` require a port, and ``up``
+refuses (one line, exit 2) when it is taken. Every part is found by configuration only: to
+outgrow one machine, point ``PREFECT_API_URL`` at a remote Prefect server and
+``KOALA_DASK_ADDRESS`` at an existing Dask scheduler instead (see docs/deployment.md).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psutil
 
 from infra.runners import WORKER_MALLOC_ENV
 
 POOL = "koala-local"
-STACK_DIR = Path(os.environ.get("KOALA_STACK_DIR", ".koala")).resolve()
-PREFECT_PORT = int(os.environ.get("KOALA_STACK_PREFECT_PORT", "4200"))
-DASK_PORT = int(os.environ.get("KOALA_STACK_DASK_PORT", "8786"))
-STATE = STACK_DIR / "stack.json"
+TOKEN_VARIABLE = "koala_stack_token"
+DEFAULT_PORTS = {"prefect": 4200, "dask": 8786}
+PORT_VARIABLES = {"prefect": "KOALA_STACK_PREFECT_PORT", "dask": "KOALA_STACK_DASK_PORT"}
+SERVER_MARKER = "prefect.server.api.server"  # in the command line of Prefect's server process
+DASK_MARKER = "infra.local_stack dask"
+WORKER_MARKER = "worker start --pool"
+#: what ``up`` records and ``down`` stops before the server: key, command-line marker, name
+#: (``server_pid``: the server of a stack.json written before servers ran in the background)
+PARTS = (
+    ("worker_pid", WORKER_MARKER, "Prefect worker"),
+    ("dask_pid", DASK_MARKER, "Dask cluster"),
+    ("server_pid", "prefect server start", "Prefect server (older stack)"),
+)
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        PREFECT_HOME=str(STACK_DIR / "prefect"),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_API_URL=f"http://127.0.0.1:{PREFECT_PORT}/api",
-        KOALA_DASK_ADDRESS=f"tcp://127.0.0.1:{DASK_PORT}",
-    )
-    return env
+class StackError(RuntimeError):
+    """The stack cannot start as configured; the message is one line for the operator."""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
+def stack_dir() -> Path:
+    """Where the stack keeps its state, logs and Prefect home (``KOALA_STACK_DIR``)."""
+    return Path(os.environ.get("KOALA_STACK_DIR", ".koala")).resolve()
 
 
-def _spawn(name: str, args: list[str], env: dict[str, str]) -> int:
-    log = open(STACK_DIR / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it open
-    proc = subprocess.Popen(
-        args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    return proc.pid
+def _state_file() -> Path:
+    return stack_dir() / "stack.json"
+
+
+def _server_pid_file() -> Path:
+    """The PID file that ``prefect server start --background`` writes in ``PREFECT_HOME``."""
+    return stack_dir() / "prefect" / "server.pid"
 
 
 def prefect_server_command(port: int) -> list[str]:
@@ -65,28 +80,195 @@ def prefect_server_command(port: int) -> list[str]:
             "--port", str(port)]  # fmt: skip
 
 
-def _wait(what: str, check, timeout: float = 90.0) -> None:
+def _env(state: dict) -> dict[str, str]:
+    """The environment of the stack's processes and of the flows that use it."""
+    env = dict(os.environ)
+    env.update(PREFECT_HOME=str(stack_dir() / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    if "prefect_port" in state:
+        env["PREFECT_API_URL"] = f"http://127.0.0.1:{state['prefect_port']}/api"
+    if "dask_port" in state:
+        env["KOALA_DASK_ADDRESS"] = f"tcp://127.0.0.1:{state['dask_port']}"
+    return env
+
+
+def port_free(port: int) -> bool:
+    """Whether 127.0.0.1:``port`` can be bound (nothing else holds it)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _any_free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def choose_port(part: str) -> int:
+    """The port for ``part`` (``prefect`` or ``dask``): the one its variable requires (refused
+    with :class:`StackError` when taken), else the default, or a free one if that is taken."""
+    variable = PORT_VARIABLES[part]
+    wanted = os.environ.get(variable)
+    if wanted:
+        if not wanted.isdigit() or not 0 < int(wanted) < 65536:
+            raise StackError(f"{variable}={wanted!r} is not a port number")
+        if not port_free(int(wanted)):
+            raise StackError(
+                f"port {wanted} ({variable}) is taken by another program; "
+                f"stop it or set {variable} to a free port"
+            )
+        return int(wanted)
+    default = DEFAULT_PORTS[part]
+    return default if port_free(default) else _any_free_port()
+
+
+def runs(pid: int | None, marker: str = "") -> bool:
+    """Whether process ``pid`` is running (not a zombie) with ``marker`` in its command line."""
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and marker in " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def load_state() -> dict:
+    """What ``up`` recorded in ``stack.json`` (empty when the stack was never started)."""
+    path = _state_file()
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save_state(state: dict) -> None:
+    _state_file().write_text(json.dumps(state, indent=2))
+
+
+def own_server(state: dict) -> bool:
+    """Whether the stack's Prefect server is up: Prefect's ``server.pid`` is alive and the
+    server on the recorded port answers with the recorded token."""
+    port, token = state.get("prefect_port"), state.get("token")
+    if not (port and token and runs(_read_pid(_server_pid_file()), SERVER_MARKER)):
+        return False
+    url = f"http://127.0.0.1:{port}/api/variables/name/{TOKEN_VARIABLE}"
+    try:
+        answer = httpx.get(url, timeout=3)
+    except httpx.HTTPError:
+        return False
+    return answer.status_code == 200 and answer.json().get("value") == token
+
+
+def _wait(what: str, check: Callable[[], object], timeout: float = 90.0) -> object:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            if check():
-                return
+            if result := check():
+                return result
         except Exception:
             pass
         time.sleep(0.5)
-    raise RuntimeError(f"{what} did not come up in {timeout:.0f} s; see the logs in {STACK_DIR}")
+    raise StackError(f"{what} did not come up in {timeout:.0f} s; see the logs in {stack_dir()}")
 
 
-def state() -> dict:
-    """What ``up`` started (pids and addresses), with the ones still running."""
-    if not STATE.exists():
-        return {}
-    saved = json.loads(STATE.read_text())
-    return {k: v for k, v in saved.items() if not k.endswith("_pid") or _alive(v)}
+def _prefect(args: list[str], state: dict, log: str = "prefect-cli.log") -> None:
+    """Run a ``prefect`` command against the stack; a failure is a :class:`StackError`."""
+    with open(stack_dir() / log, "ab") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "prefect", *args],
+            env=_env(state),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # the background server outlives this terminal's session
+        )
+    if done.returncode:
+        raise StackError(f"`prefect {' '.join(args)}` failed; see {stack_dir() / log}")
 
 
-def serve_dask(workers: int) -> None:
-    """Run a process LocalCluster on DASK_PORT until terminated (the stack's Dask)."""
+def stop_server(state: dict) -> bool:
+    """``prefect server stop`` for the stack's Prefect home when its ``server.pid`` names a
+    running Prefect server (a stale file is only removed); whether one was stopped."""
+    pid_file = _server_pid_file()
+    pid = _read_pid(pid_file)
+    stopped = runs(pid, SERVER_MARKER)
+    if stopped:
+        _prefect(["server", "stop"], state, log="prefect-server.log")
+        if not _wait_gone(pid):
+            os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return stopped
+
+
+def stop_parts(state: dict, say: Callable[[str], None]) -> None:
+    """Stop the worker and Dask that ``state`` records, then the stack's Prefect server."""
+    for key, marker, name in PARTS:
+        if runs(state.get(key), marker):
+            _terminate(state[key])
+            say(f"{name}: stopped (pid {state[key]})")
+    if stop_server(state):
+        say(f"Prefect server: stopped (port {state.get('prefect_port', '?')})")
+
+
+def _set_token(api: str, token: str) -> None:
+    """Store ``token`` as the server's ``koala_stack_token`` variable (created or updated)."""
+    body = {"name": TOKEN_VARIABLE, "value": token}
+    answer = httpx.post(f"{api}/variables/", json=body, timeout=10)
+    if answer.status_code == 409:
+        answer = httpx.patch(f"{api}/variables/name/{TOKEN_VARIABLE}", json=body, timeout=10)
+    answer.raise_for_status()
+
+
+def start_server(state: dict) -> str:
+    """Start the stack's Prefect server with ``prefect server start --background`` on
+    ``state["prefect_port"]`` and give it a fresh token; a status line."""
+    state["token"] = secrets.token_hex(16)
+    port = str(state["prefect_port"])
+    args = ["server", "start", "--background", "--host", "127.0.0.1", "--port", port]
+    _prefect(args, state, log="prefect-server.log")
+    api = _env(state)["PREFECT_API_URL"]
+    _wait("the Prefect server", lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200)
+    _set_token(api, state["token"])
+    state["prefect_pid"] = _read_pid(_server_pid_file())
+    return f"Prefect server: started (pid {state['prefect_pid']}, port {port})"
+
+
+def _spawn(name: str, args: list[str], env: dict[str, str]) -> int:
+    """Start ``args`` in its own session, output to ``name.log`` in the stack folder."""
+    with open(stack_dir() / f"{name}.log", "ab") as log:
+        proc = subprocess.Popen(
+            args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return proc.pid
+
+
+def _terminate(pid: int) -> None:
+    """SIGTERM the process group ``pid`` leads; SIGKILL it if it lingers."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except OSError:
+        return
+    if not _wait_gone(pid):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _wait_gone(pid: int, seconds: float = 10.0) -> bool:
+    deadline = time.time() + seconds
+    while runs(pid) and time.time() < deadline:
+        time.sleep(0.25)
+    return not runs(pid)
+
+
+def serve_dask(workers: int, port: int) -> None:
+    """Run a process LocalCluster on ``port`` until terminated (the stack's Dask)."""
     import dask
     from distributed import LocalCluster
 
@@ -97,8 +279,9 @@ def serve_dask(workers: int) -> None:
         n_workers=workers,
         threads_per_worker=1,
         processes=True,
-        scheduler_port=DASK_PORT,
-        dashboard_address=":0",
+        host="127.0.0.1",
+        scheduler_port=port,
+        dashboard_address="127.0.0.1:0",
     )
     print(f"Dask LocalCluster {cluster.scheduler_address}, dashboard {cluster.dashboard_link}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -109,82 +292,120 @@ def serve_dask(workers: int) -> None:
         cluster.close()
 
 
-def up(workers: int | None = None) -> dict[str, str]:
-    """Start whatever part of the stack is not running; return the environment to use."""
-    STACK_DIR.mkdir(parents=True, exist_ok=True)
-    env = _env()
-    current = state()
-    py = sys.executable
-    api = env["PREFECT_API_URL"]
-    if "server_pid" not in current:
-        current["server_pid"] = _spawn("prefect-server", prefect_server_command(PREFECT_PORT), env)
-    _wait("the Prefect server", lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200)
-    subprocess.run(
-        [py, "-m", "prefect", "work-pool", "create", POOL, "--type", "process", "--overwrite"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    if "dask_pid" not in current:
-        n = str(workers or max(1, os.cpu_count() or 1))
-        current["dask_pid"] = _spawn("dask", [py, "-m", "infra.local_stack", "dask", n], env)
-    _wait("the Dask cluster", lambda: _dask_ready(env["KOALA_DASK_ADDRESS"]))
-    if "worker_pid" not in current:
-        current["worker_pid"] = _spawn(
-            "prefect-worker",
-            [py, "-m", "prefect", "worker", "start", "--pool", POOL, "--type", "process"],
-            env,
-        )
-    current.update(PREFECT_API_URL=api, KOALA_DASK_ADDRESS=env["KOALA_DASK_ADDRESS"])
-    STATE.write_text(json.dumps(current, indent=2))
-    return {k: env[k] for k in ("PREFECT_API_URL", "KOALA_DASK_ADDRESS", "PREFECT_HOME")}
-
-
-def _dask_ready(address: str) -> bool:
+def dask_info(address: str) -> dict | None:
+    """Workers and dashboard URL of the scheduler at ``address`` once it has a worker."""
     from distributed import Client
 
     with Client(address, timeout=2) as client:
-        return len(client.scheduler_info()["workers"]) > 0
+        info = client.scheduler_info()
+    if not info["workers"]:
+        return None
+    port = info.get("services", {}).get("dashboard")
+    dashboard = f"http://127.0.0.1:{port}/status" if port else None
+    return {"workers": len(info["workers"]), "dashboard": dashboard}
 
 
-def down() -> None:
+def start_dask(state: dict, workers: int | None) -> str:
+    """The stack's Dask LocalCluster (kept when it runs); a status line."""
+    started = not runs(state.get("dask_pid"), DASK_MARKER)
+    if started:
+        n = str(workers or max(1, os.cpu_count() or 1))
+        args = [sys.executable, "-m", "infra.local_stack", "dask", n, str(state["dask_port"])]
+        state["dask_pid"] = _spawn("dask", args, _env(state))
+    address = _env(state)["KOALA_DASK_ADDRESS"]
+    info = _wait("the Dask cluster", lambda: dask_info(address))
+    state["dask_dashboard"] = info["dashboard"]
+    what = "started" if started else "running"
+    pid, n = state["dask_pid"], info["workers"]
+    return f"Dask scheduler: {address} ({what}, pid {pid}, {n} worker(s))"
+
+
+def start_worker(state: dict) -> str:
+    """The ``koala-local`` process pool and its Prefect worker (kept when it runs)."""
+    _prefect(["work-pool", "create", POOL, "--type", "process", "--overwrite"], state)
+    started = not runs(state.get("worker_pid"), WORKER_MARKER)
+    if started:
+        args = [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL]
+        state["worker_pid"] = _spawn("prefect-worker", [*args, "--type", "process"], _env(state))
+    what = "started" if started else "running"
+    return f"Prefect worker: pool {POOL} ({what}, pid {state['worker_pid']})"
+
+
+def up(workers: int | None = None, say: Callable[[str], None] = print) -> dict[str, str]:
+    """Start whatever part of the stack is not running, ``say`` what runs where, and return
+    the environment to use. Raises :class:`StackError` (before starting anything) when a
+    required port is taken."""
+    stack_dir().mkdir(parents=True, exist_ok=True)
+    state = load_state()
+    fresh = not own_server(state)
+    if fresh:  # what runs of an earlier stack belongs to a server that is gone
+        stop_parts(state, say)
+        state = {"prefect_port": choose_port("prefect")}
+    if not runs(state.get("dask_pid"), DASK_MARKER):
+        state["dask_port"] = choose_port("dask")
+    if fresh:
+        say(start_server(state))
+        _save_state(state)
+    else:
+        say(f"Prefect server: running (pid {state['prefect_pid']}, port {state['prefect_port']})")
+    say(start_dask(state, workers))
+    _save_state(state)
+    say(start_worker(state))
+    _save_state(state)
+    for line in describe(state):
+        say(line)
+    return exports(state)
+
+
+def exports(state: dict) -> dict[str, str]:
+    """PREFECT_API_URL, KOALA_DASK_ADDRESS and PREFECT_HOME of a running stack."""
+    env = _env(state)
+    return {k: env[k] for k in ("PREFECT_API_URL", "KOALA_DASK_ADDRESS", "PREFECT_HOME")}
+
+
+def describe(state: dict) -> list[str]:
+    """Where to look: the Prefect UI, the Dask dashboard, the logs."""
+    dashboard = state.get("dask_dashboard")
+    if not dashboard or importlib.util.find_spec("bokeh") is None:  # the page would say so
+        dashboard = "not available (it needs bokeh>=3.1.0 installed)"
+    return [
+        f"Prefect UI: http://127.0.0.1:{state['prefect_port']}",
+        f"Dask dashboard: {dashboard}",
+        f"stack is up; state and logs in {stack_dir()}; stop it with: "
+        "python -m infra.local_stack down",
+    ]
+
+
+def down(say: Callable[[str], None] = print) -> None:
     """Stop every process ``up`` started (worker first, then Dask, then the server)."""
-    current = state()
-    for key in ("worker_pid", "dask_pid", "server_pid"):
-        pid = current.get(key)
-        if pid:
-            try:
-                os.killpg(pid, signal.SIGTERM)
-            except OSError:
-                continue
-            for _ in range(40):
-                if not _alive(pid):
-                    break
-                time.sleep(0.25)
-            else:
-                os.killpg(pid, signal.SIGKILL)
-    STATE.unlink(missing_ok=True)
+    stop_parts(load_state(), say)
+    _state_file().unlink(missing_ok=True)
+    say("stack is down")
 
 
 def main(argv: list[str]) -> int:
+    """The command line; 2 on a refused start or an unknown command."""
     command = argv[0] if argv else "up"
-    if command == "up":
-        env = up(int(argv[1]) if len(argv) > 1 else None)
-        print("\n".join(f"export {k}={v}" for k, v in env.items()))
-    elif command == "env":
-        print(
-            "\n".join(
-                f"export {k}={v}"
-                for k, v in _env().items()
-                if k in ("PREFECT_API_URL", "KOALA_DASK_ADDRESS", "PREFECT_HOME")
-            )
-        )
-    elif command == "down":
-        down()
-    elif command == "dask":
-        serve_dask(int(argv[1]))
-    else:
-        print(__doc__)
+    try:
+        if command == "up":
+            env = up(int(argv[1]) if len(argv) > 1 else None)
+            print("\n".join(f"export {k}={v}" for k, v in env.items()))
+        elif command in ("env", "status"):
+            state = load_state()
+            if not own_server(state):
+                print("the local stack is not up: python -m infra.local_stack up", file=sys.stderr)
+                return 1
+            lines = (f"export {k}={v}" for k, v in exports(state).items())
+            print("\n".join(lines if command == "env" else describe(state)))
+        elif command == "down":
+            down()
+        elif command == "dask":
+            serve_dask(int(argv[1]), int(argv[2]))
+        else:
+            print(__doc__)
+            return 2
+    except StackError as exc:
+        print(f"local stack: {exc}", file=sys.stderr)
         return 2
     return 0
 
