@@ -86,7 +86,8 @@ def resolve(root: str, spec: str) -> tuple[str, str]:
     name, _, version = spec.partition("@")
     known = versions(root, name)
     if not known:
-        raise RegistryError(f"no model named {name!r} in {registry_root(root)}")
+        where = registry_root(root) + ("" if root == SHIPPED else " nor among the shipped models")
+        raise RegistryError(f"no model named {name!r} in {where} (see: koala models list)")
     if not version:
         version = champion(root, name) or known[-1]
     if version not in known:
