@@ -104,6 +104,11 @@ def _ensure_prefect_api() -> None:
         return
     from prefect.server.api.server import SubprocessASGIServer
 
+    typer.echo(
+        "starting a temporary Prefect server (about 10 s; export the local stack's "
+        "PREFECT_API_URL to skip this)",
+        err=True,
+    )
     server = SubprocessASGIServer()
     server.start()
     os.environ["PREFECT_API_URL"] = server.api_url
