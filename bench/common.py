@@ -12,16 +12,21 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def start_prefect_server(home: Path) -> tuple[subprocess.Popen, str]:
-    """A local Prefect server, as the embedded default stack runs one; returns (proc, API URL)."""
+    """A local Prefect server, as the embedded default stack runs one; returns (proc, API URL).
+
+    Also exports ``PREFECT_API_URL`` in this process before Prefect is first imported (Prefect
+    reads its settings once, at import), so that flows called in-process use this server
+    instead of starting a temporary one."""
     import httpx
 
     port = 4300 + os.getpid() % 500
+    api = f"http://127.0.0.1:{port}/api"
+    os.environ["PREFECT_API_URL"] = api
     env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     from infra.local_stack import prefect_server_command
 
     cmd = prefect_server_command(port)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    api = f"http://127.0.0.1:{port}/api"
     for _ in range(240):
         try:
             if httpx.get(f"{api}/health", timeout=1).status_code == 200:

@@ -31,6 +31,15 @@ from common import REPO, run_measured, start_prefect_server
 from PIL import Image
 
 
+class LoopbackServer(ThreadingHTTPServer):
+    """A threaded HTTP server with a real server's listen backlog: Python's default of 5 drops
+    connections when 32 downloads start at once, and a dropped one stalls its client until
+    its read timeout (20 s), which measured the server, not the ingest."""
+
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
@@ -66,8 +75,7 @@ def make_images(source: Path | None, n: int, folder: Path) -> list[Path]:
 
 
 def serve(folder: Path) -> tuple[ThreadingHTTPServer, str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(folder)))
-    httpd.daemon_threads = True
+    httpd = LoopbackServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(folder)))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
 
