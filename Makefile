@@ -29,7 +29,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 # img2dataset (the peer) goes in its own environment so that the project's stays as tested;
-# `pip install -e '.[bench]'` into .venv works too (the pins leave room for it).
+# img2dataset lives in its own environment: its pins conflict with the project's today.
 bench-ingest: venv
 	test -x .venv-bench/bin/img2dataset || ($(PY) -m venv .venv-bench && \
 		.venv-bench/bin/python -m pip install -q img2dataset==1.47.0)
@@ -40,6 +40,7 @@ bench-preprocess: venv
 
 bench-colorize: venv
 	$(BIN)/python bench/colorize.py
+	$(BIN)/python bench/colorize_cluster.py
 
 clean:
 	rm -rf $(VENV) demo-output .koala

@@ -4,11 +4,11 @@ Serves a folder of distinct JPEGs over HTTP on 127.0.0.1, then times, on the sam
   * ``koala build-dataset`` (full decode, EXIF, RGB, size limits, monochrome test, dedup, shards,
     index, data-quality suite) against a running local Prefect server;
   * ``img2dataset`` (download and pack into WebDataset, no resize), when it is installed
-    (``pip install -e '.[bench]'``; a separate environment's ``img2dataset`` on PATH also works).
+    (``make bench-ingest`` puts it in ``.venv-bench``; an ``img2dataset`` on PATH also works).
 It also measures Koala's peak memory on 300 and on all images (inputs are streamed, so the two
 should be close). The last line printed is a JSON object with the figures.
 
-    python bench/ingest.py [--images 1200] [--source ../shared/datasets/bsds500]
+    python bench/ingest.py [--images 6000] [--source ../shared/datasets/bsds500]
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def img2dataset_command() -> list[str] | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=1200)
+    ap.add_argument("--images", type=int, default=6000)
     ap.add_argument("--small", type=int, default=300)
     ap.add_argument("--source", type=Path, default=REPO.parent / "shared/datasets/bsds500")
     ap.add_argument("--work", type=Path, default=REPO / "bench-output" / "ingest")
@@ -162,7 +162,7 @@ def main() -> None:
             result["img2dataset_img_s"] = round(args.images / secs, 2)
             result["ratio"] = round(result["koala_img_s"] / result["img2dataset_img_s"], 3)
         else:
-            print("img2dataset is not installed (pip install -e '.[bench]'): no comparison")
+            print("img2dataset is not installed (make bench-ingest installs it): no comparison")
             result["img2dataset_img_s"] = None
             result["ratio"] = None
     finally:

@@ -60,3 +60,25 @@ def test_training_asks_for_a_gpu_worker_only_when_the_cluster_has_one() -> None:
             gpu_resource_annotation(),
         ):
             assert dask.get_annotations() == expected
+
+
+def test_precast_weights_give_the_same_outputs_under_autocast() -> None:
+    import copy
+
+    from models.runtime import precast_for_autocast
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 4, 3, padding=1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 16 * 16, 3),
+    ).eval()
+    cast = precast_for_autocast(copy.deepcopy(net), torch.bfloat16)
+    assert cast[0].weight.dtype == torch.bfloat16 and cast[1].weight.dtype == torch.float32
+    x = torch.rand(2, 1, 16, 16)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(net(x), cast(x))
+    assert precast_for_autocast(net, None)[0].weight.dtype == torch.float32
