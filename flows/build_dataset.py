@@ -12,7 +12,7 @@ from prefect.logging import get_run_logger
 from flows.artifacts import publish_dataset
 from flows.progress import track
 from flows.stages import stage
-from infra.runners import DeferredRunner, dask_runner
+from infra.runners import DeferredRunner, task_runner
 from koala import storage
 from koala.images import ImageLimits
 from koala.sources import check_output_apart, enumerate_inputs, mark_output
@@ -30,7 +30,7 @@ from tasks.shards import (
     write_shard,
 )
 
-PARALLEL_TASKS = 4  # ingest tasks to spread over the workers (at least one per worker)
+PARALLEL_TASKS = 4  # ingest tasks in flight on the default thread runner
 ingest_task = stage(ingest_chunk, "ingest-chunk", retries=1)
 write_shard_task = stage(write_shard, "write-shard", retries=1)
 validate_task = stage(validate_dataset_index, "validate-dataset-index")
@@ -55,9 +55,8 @@ def preflight(sources: list[str], out: str, splits: str) -> dict[str, float] | N
     return ratios
 
 
-#: Dask: the configured scheduler, else a process LocalCluster (one single-threaded worker per
-#: core): decoding and the colour judge are CPU work that threads of one process serialise
-RUNNER = DeferredRunner(dask_runner)
+#: a thread pool of PARALLEL_TASKS, or Dask when a scheduler is configured (built when a run starts)
+RUNNER = DeferredRunner(task_runner, threads=PARALLEL_TASKS)
 
 
 @flow(name="build-dataset", task_runner=RUNNER, log_prints=True)
