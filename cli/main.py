@@ -328,26 +328,15 @@ def _nothing_to_do(source: str, output: str, refs: list, card: dict, index) -> N
     """Every input is done with this model version: the summary from the index, without
     starting Prefect or Dask (a run would do nothing)."""
     from koala import storage
-    from tasks.colorize_plan import run_rows, status_counts
+    from tasks.colorize_plan import run_rows, run_summary
 
-    out, spec, rows = (
-        output.rstrip("/"),
-        f"{card['name']}@{card['version']}",
-        run_rows(index, refs, card),
-    )
+    spec, rows = f"{card['name']}@{card['version']}", run_rows(index, refs, card)
     sheet = storage.join(output, "contact_sheet.html")
     if not storage.exists(sheet):  # a run stopped before writing it
         from tasks.contact_sheet import write_contact_sheet
 
         sheet = write_contact_sheet(output, rows, spec, collection=source)
-    result = {
-        "model": spec,
-        "images": f"{out}/images",
-        "index": f"{out}/index",
-        "contact_sheet": sheet,
-        "counts": status_counts(rows),
-        "new": 0,
-    }
+    result = run_summary(output, spec, rows, sheet, new=0)
     _print_outcome(result)
 
 

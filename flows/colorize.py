@@ -23,7 +23,7 @@ from tasks.colorize import (
     prepare_run,
     resolve_registry,
     run_rows,
-    status_counts,
+    run_summary,
 )
 from tasks.config import ColorizeConfig
 from tasks.contact_sheet import write_contact_sheet
@@ -91,16 +91,7 @@ def colorize_archive(
     index = compact_index(output)
     mine = run_rows(index, refs, card)
     sheet = write_contact_sheet(output, mine, spec, collection=input)
-    counts = status_counts(mine)
-    log.info("%s; contact sheet %s", outcome_line(counts, n_todo), sheet)
-    result = {
-        "model": spec,
-        "inputs": len(mine),
-        "new": n_todo,
-        "counts": counts,
-        "index": f"{output.rstrip('/')}/index",
-        "contact_sheet": sheet,
-        "images": f"{output.rstrip('/')}/images",
-    }
+    result = run_summary(output, spec, mine, sheet, n_todo)
+    log.info("%s; contact sheet %s", outcome_line(result["counts"], n_todo), sheet)
     publish_colorize(result)
     return result

@@ -70,6 +70,7 @@ from tasks.colorize_plan import (  # noqa: F401  (the stage's API in one place)
     relative_name,
     resolve_registry,
     run_rows,
+    run_summary,
     status_counts,
 )
 from tasks.colorize_plan import prepare_run as plan_run

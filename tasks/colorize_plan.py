@@ -120,6 +120,21 @@ def status_counts(rows: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in rows["status"].value_counts().items()}
 
 
+def run_summary(output: str, spec: str, rows: pd.DataFrame, sheet: str, new: int) -> dict:
+    """What a colorize run reports: model, where images, index and contact sheet are, the
+    status counts of its rows and how many inputs it worked on."""
+    out = output.rstrip("/")
+    return {
+        "model": spec,
+        "inputs": len(rows),
+        "new": new,
+        "counts": status_counts(rows),
+        "index": f"{out}/index",
+        "contact_sheet": sheet,
+        "images": f"{out}/images",
+    }
+
+
 def plan_batches(
     refs: list[InputRef], plan: RunPlan, index: pd.DataFrame, card: dict, cfg: ColorizeConfig
 ) -> list[list[InputRef]]:
