@@ -55,12 +55,15 @@ def _prefect(*args: str, env: dict[str, str]) -> None:
 def main(out_dir: str = "demo-output") -> int:
     """Run the demo; leave the stack running when ``KOALA_DEMO_KEEP_STACK=1``."""
     from infra import local_stack
+    from tasks.archive_index import now, outcome_line
+    from tasks.colorize_plan import status_counts
 
     root = Path(out_dir).resolve()
     archive = write_sample_archive(root / "sample-archive")
     output = root / "colorized"
     print("starting the local stack (Prefect server, worker, Dask LocalCluster)...", flush=True)
     env = os.environ | local_stack.up()
+    started = now()
     try:
         _prefect("--no-prompt", "deploy", "--name", "colorize-archive/default", env=env)
         _prefect(
@@ -78,12 +81,13 @@ def main(out_dir: str = "demo-output") -> int:
         if os.environ.get("KOALA_DEMO_KEEP_STACK") != "1":
             local_stack.down()
     index = pd.read_parquet(output / "index")
-    counts = index["status"].value_counts().to_dict()
-    model = f"{index['model'].iloc[0]}@{index['model_version'].iloc[0]}"
-    print(f"\n{len(index)} inputs colorized with {model}: {counts}")
+    counts = status_counts(index)
+    new = int((index["colorized_at"] >= started).sum())  # the rows this run wrote
+    print(f"\nmodel:         {index['model'].iloc[0]}@{index['model_version'].iloc[0]}")
     print(f"outputs:       {output / 'images'}")
     print(f"index:         {output / 'index'}  (pandas.read_parquet reads it as one table)")
     print(f"contact sheet: {output / 'contact_sheet.html'}")
+    print(outcome_line(counts, new))
     return 0 if counts.get("ok") else 1
 
 

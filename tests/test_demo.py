@@ -38,6 +38,8 @@ def test_demo_runs_the_deployment_on_the_local_stack(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "contact sheet:" in out.stdout
+    last = out.stdout.strip().splitlines()[-1]
+    assert last == "15 colorized, 1 skipped as colour, 1 failed; 17 new", last
     colorized = tmp_path / "demo" / "colorized"
     index = pd.read_parquet(colorized / "index")
     status = {Path(u).name: s for u, s in zip(index["input_uri"], index["status"], strict=True)}
