@@ -88,8 +88,11 @@ def soft_encode(
 def annealed_mean(logits: torch.Tensor, centres: torch.Tensor, temperature: float) -> torch.Tensor:
     """Decode class logits (B, Q, H, W) to a*b* (B, 2, H, W): the mean of the distribution
     sharpened by ``temperature`` (1 = the mean, towards 0 = the mode)."""
-    probs = torch.softmax(logits.float() / temperature, dim=1)
-    return torch.einsum("bqhw,qc->bchw", probs, centres.to(probs))
+    scores = logits.float().movedim(1, -1)  # (B, H, W, Q): a free view of channels-last logits
+    if temperature != 1.0:
+        scores = scores / temperature
+    probs = torch.softmax(scores, dim=-1)
+    return (probs @ centres.to(probs)).movedim(-1, 1)
 
 
 def bin_counts(ab: torch.Tensor, mask: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:

@@ -216,3 +216,20 @@ def lite0_features(
         if i == LITE0_STAGES[stages - 1]:
             break
     return out
+
+
+def padding_into_convs(module: nn.Module) -> int:
+    """Give every EfficientNet "static same padding" convolution whose zero padding is the same
+    on all sides that padding as its own (``conv.padding``) and drop the separate pad, in
+    place; returns how many. Same outputs: the pad was a copy of each activation into a
+    zero-filled larger tensor before the convolution read it. Asymmetric pads (stride 2) stay."""
+    count = 0
+    for conv in module.modules():
+        pad = getattr(conv, "static_padding", None)
+        if isinstance(pad, nn.ZeroPad2d) and isinstance(conv, nn.Conv2d):
+            left, right, top, bottom = pad.padding
+            if left == right and top == bottom and conv.padding in ((0, 0), 0):
+                conv.padding = (top, left)
+                conv.static_padding = nn.Identity()
+                count += 1
+    return count

@@ -152,7 +152,7 @@ class ChromaUNet(Colorizer):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """a*b*/128 and the per-pixel confidence map (B, 1, H/4, W/4) of
         :func:`confidence_map`; the caller averages it over each image's real pixels."""
-        logits = self.logits(light, embedding)
+        logits = self.logits(light, embedding).float()  # once, for both
         return self.decode(logits, light), confidence_map(logits)
 
     def fit_prior(self, batches: Iterable[dict]) -> None:
@@ -200,6 +200,6 @@ class ChromaUNet(Colorizer):
 
 def confidence_map(logits: torch.Tensor) -> torch.Tensor:
     """1 - entropy / log(Q) of the predicted distribution, per pixel (B, 1, h, w) in [0, 1]."""
-    logp = torch.log_softmax(logits.float(), dim=1)
-    entropy = -(logp.exp() * logp).sum(1, keepdim=True)
+    logp = torch.log_softmax(logits.float().movedim(1, -1), dim=-1)  # channels-last: no copy
+    entropy = -(logp.exp() * logp).sum(-1).unsqueeze(1)
     return 1.0 - entropy / torch.log(torch.tensor(float(logits.shape[1])))

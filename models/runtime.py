@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
+from collections.abc import Callable
 
 import torch
 
@@ -91,6 +93,81 @@ def precast_for_autocast(module: torch.nn.Module, dtype: torch.dtype | None) -> 
             if isinstance(layer, AUTOCAST_LAYERS):
                 layer.to(dtype)
     return module
+
+
+def fold_batchnorm(
+    module: torch.nn.Module, run: Callable[[torch.nn.Module], torch.Tensor]
+) -> tuple[torch.nn.Module, int]:
+    """A copy of eval-mode ``module`` in which every ``BatchNorm2d`` that reads a
+    convolution's output is folded into that convolution's weights and bias, and how many
+    were folded; ``module`` itself is untouched (the copy is returned even with 0).
+
+    ``run(m)`` makes one representative forward of ``m``. Forward hooks record which batch
+    norm reads which convolution's output tensor, so only real conv->BN edges fold, however
+    the module's code calls its layers. A batch norm costs a pass over its activations (and,
+    under CPU autocast, two dtype copies); folded, it costs nothing. The outputs of ``run``
+    before and after must agree to float32 rounding, else the copy is left unfolded (0)."""
+    names = {m: n for n, m in module.named_modules()}
+    produced: dict[int, str] = {}
+    kept: list[torch.Tensor] = []  # outputs stay alive during the run, so ids are not reused
+    reads: dict[str, set[str | None]] = {}
+
+    def after_conv(conv, _inputs, out):
+        produced[id(out)] = names[conv]
+        kept.append(out)
+
+    def before_bn(bn, inputs):
+        reads.setdefault(names[bn], set()).add(produced.get(id(inputs[0])))
+
+    hooks = [
+        m.register_forward_hook(after_conv)
+        if isinstance(m, _CONVS)
+        else m.register_forward_pre_hook(before_bn)
+        for m in module.modules()
+        if isinstance(m, (*_CONVS, torch.nn.BatchNorm2d)) and m in names
+    ]
+    try:
+        with torch.inference_mode():
+            before = run(module).float()
+    finally:
+        for h in hooks:
+            h.remove()
+        kept.clear()
+    by_conv: dict[str, list[str]] = {}
+    for bn, convs in reads.items():
+        if len(convs) == 1 and None not in convs:  # always the same convolution's output
+            by_conv.setdefault(next(iter(convs)), []).append(bn)
+    edges = [(conv, bns[0]) for conv, bns in by_conv.items() if len(bns) == 1]
+    folded = copy.deepcopy(module)
+    for conv, bn in edges:
+        norm = folded.get_submodule(bn)
+        if norm.training or not norm.track_running_stats:
+            continue
+        _fold_into(folded.get_submodule(conv), norm)
+        parent, _, attr = bn.rpartition(".")
+        setattr(folded.get_submodule(parent), attr, torch.nn.Identity())
+    with torch.inference_mode():
+        after = run(folded).float()
+    scale = float(before.abs().max().clamp_min(1e-6))
+    if not torch.allclose(before, after, rtol=0, atol=1e-3 * scale):
+        return copy.deepcopy(module), 0
+    return folded, len(edges)
+
+
+_CONVS = (torch.nn.Conv2d,)
+
+
+@torch.no_grad()
+def _fold_into(conv: torch.nn.Module, bn: torch.nn.BatchNorm2d) -> None:
+    """conv's weight and bias := those of bn(conv(x)), bn in eval mode."""
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    shift = -bn.running_mean * scale
+    if bn.affine:
+        scale, shift = scale * bn.weight, shift * bn.weight + bn.bias
+    w = conv.weight
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    w.copy_(w * scale.reshape(-1, *([1] * (w.dim() - 1))).to(w))
+    conv.bias = torch.nn.Parameter(bias.to(w), requires_grad=False)
 
 
 def hardware() -> str:

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from koala import storage
+from koala.choices import EMBED_SIZE, ENCODER_SIZE
 from koala.colour import colorize_lightness, working_views
 from koala.errors import KoalaError, Rejected, one_line
 from koala.fetch import fetch, make_client
@@ -42,11 +43,12 @@ from koala.settings import get_settings
 from koala.sources import (
     InputRef,
 )
-from models.backbones import cached_backbone
-from models.calibration import predict_with_confidence
+from models.backbones import cached_backbone, padding_into_convs
+from models.calibration import predict_ab, predict_with_confidence
 from models.config import DEFAULT_BACKBONE
 from models.registry import load_model
 from models.runtime import (
+    fold_batchnorm,
     inference_dtype,
     inference_mode,
     precast_for_autocast,
@@ -94,19 +96,42 @@ def cached_colorizer(
     registry: str, spec: str, device: torch.device, precision: str = ColorizeConfig.precision
 ) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
     """The colorization model, its embedding backbone and its card, loaded once per worker
-    process, both channels-last (faster convolutions on CPU and GPU), their convolution
-    weights stored in the autocast dtype of ``precision`` (same outputs, 7% faster here)."""
+    process and made lean for inference (:func:`streamlined`), both channels-last (faster
+    convolutions on CPU and GPU), their convolution weights stored in the autocast dtype of
+    ``precision`` (same outputs, 7% faster here)."""
     model, card = load_model(registry, spec)
     backbone = cached_backbone(card.get("backbone", DEFAULT_BACKBONE), None, device)
+    model, backbone = streamlined(model.to(device).eval(), backbone, device)
     dtype = inference_dtype(device, precision)
-    if dtype is not None:  # a copy: the cached backbone may also serve float32 callers
-        backbone = copy.deepcopy(backbone)
     channels_last = torch.channels_last
     return (
-        precast_for_autocast(model.to(device).to(memory_format=channels_last).eval(), dtype),
+        precast_for_autocast(model.to(memory_format=channels_last), dtype),
         precast_for_autocast(backbone.to(memory_format=channels_last), dtype),
         card,
     )
+
+
+def streamlined(
+    model: torch.nn.Module, backbone: torch.nn.Module, device: torch.device
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Copies of the eval-mode model and backbone with every batch norm folded into the
+    convolution it follows and every symmetric EfficientNet pad made the convolution's own
+    (models/runtime.py fold_batchnorm, models/backbones.py padding_into_convs): outputs
+    equal to float32 rounding (checked on a probe as it folds), fewer passes over memory."""
+    probe = torch.Generator().manual_seed(0)
+    light = torch.rand(1, 1, ENCODER_SIZE, ENCODER_SIZE, generator=probe).to(device)
+    embedding = None
+    if getattr(model, "uses_embedding", True):
+        gray = torch.rand(1, 1, EMBED_SIZE, EMBED_SIZE, generator=probe).to(device)
+        backbone, _ = fold_batchnorm(backbone, lambda b: b(gray)[0])
+        with torch.inference_mode():
+            embedding = backbone(gray)[0]
+    else:
+        backbone = copy.deepcopy(backbone)
+    model, _ = fold_batchnorm(model, lambda m: predict_ab(m, light, embedding))
+    padding_into_convs(model)
+    padding_into_convs(backbone)
+    return model, backbone
 
 
 @lru_cache(maxsize=4)
