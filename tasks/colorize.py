@@ -43,7 +43,7 @@ from koala.settings import get_settings
 from koala.sources import (
     InputRef,
 )
-from models.backbones import cached_backbone, padding_into_convs
+from models.backbones import cached_backbone, lean_efficientnet
 from models.calibration import predict_ab, predict_with_confidence
 from models.config import DEFAULT_BACKBONE
 from models.registry import load_model
@@ -115,9 +115,9 @@ def streamlined(
     model: torch.nn.Module, backbone: torch.nn.Module, device: torch.device
 ) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Copies of the eval-mode model and backbone with every batch norm folded into the
-    convolution it follows and every symmetric EfficientNet pad made the convolution's own
-    (models/runtime.py fold_batchnorm, models/backbones.py padding_into_convs): outputs
-    equal to float32 rounding (checked on a probe as it folds), fewer passes over memory."""
+    convolution it follows (models/runtime.py fold_batchnorm) and their EfficientNets made
+    lean (models/backbones.py lean_efficientnet): outputs equal to float32 rounding (checked
+    on a probe as it folds), fewer passes over memory."""
     probe = torch.Generator().manual_seed(0)
     light = torch.rand(1, 1, ENCODER_SIZE, ENCODER_SIZE, generator=probe).to(device)
     embedding = None
@@ -129,8 +129,8 @@ def streamlined(
     else:
         backbone = copy.deepcopy(backbone)
     model, _ = fold_batchnorm(model, lambda m: predict_ab(m, light, embedding))
-    padding_into_convs(model)
-    padding_into_convs(backbone)
+    lean_efficientnet(model)
+    lean_efficientnet(backbone)
     return model, backbone
 
 
