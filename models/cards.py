@@ -74,9 +74,15 @@ def copy_version(src: str, dst: str, name: str, version: str) -> None:
         storage.atomic_write_bytes(storage.join(model_dir(dst, name, version), filename), blob)
 
 
-def locate(root: str, name: str) -> str:
-    """``root`` when its registry has ``name``, else the shipped registry when that has it."""
-    if versions(root, name) or not versions(SHIPPED, name):
+def locate(root: str, spec: str) -> str:
+    """Where ``name[@version]`` lives: ``root`` when its registry has it, else the shipped
+    registry when that has it (a shipped version named outright is found even when ``root``
+    holds other versions of the name), else ``root`` (whose error then says what it has)."""
+    name, _, version = spec.partition("@")
+    here = versions(root, name)
+    if (here and (not version or version in here)) or not versions(SHIPPED, name):
+        return root
+    if version and version not in versions(SHIPPED, name):
         return root
     return SHIPPED
 
@@ -117,7 +123,7 @@ _CARD_KEYS = ("name", "version", "architecture", "config", "weights_sha256")
 def find_card(root: str, spec: str) -> dict[str, Any]:
     """The card of ``name[@version]`` (resolved as :func:`load_model` does), checking that its
     weights exist, without building the network."""
-    root = locate(root, spec.partition("@")[0])
+    root = locate(root, spec)
     name, version = resolve(root, spec)
     if not storage.exists(storage.join(model_dir(root, name, version), "weights.safetensors")):
         raise RegistryError(f"{name}@{version}: weights.safetensors is missing")

@@ -128,7 +128,7 @@ def ship(root: str, spec: str) -> tuple[str, str]:
 def load_model(root: str, spec: str) -> tuple[nn.Module, dict[str, Any]]:
     """The network of ``name[@version]`` in eval mode, and its card; a name that ``root`` does
     not have comes from the models shipped with Koala."""
-    root = locate(root, spec.partition("@")[0])
+    root = locate(root, spec)
     name, version = resolve(root, spec)
     card = load_card(root, name, version)
     blob = storage.read_bytes(storage.join(model_dir(root, name, version), "weights.safetensors"))

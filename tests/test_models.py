@@ -153,6 +153,11 @@ def test_shipped_models_are_found_when_the_root_has_none(
     assert card["version"] == shipped_version
     own = save_model(str(tmp_path / "data"), "regression", small("regression"), {})
     assert load_model(str(tmp_path / "data"), "regression")[1]["version"] == own
+    # the shipped version named outright is still found beside the root's own versions
+    named = load_model(str(tmp_path / "data"), f"regression@{shipped_version}")[1]
+    assert named["version"] == shipped_version
+    with pytest.raises(RegistryError, match=f"have: \\['{own}'\\]"):
+        load_model(str(tmp_path / "data"), "regression@19990101T000000000Z-000000")
 
 
 def test_model_options_apply_only_where_the_config_has_them() -> None:
