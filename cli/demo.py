@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,41 @@ def _prefect(*args: str, env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-m", "prefect", *args], env=env, check=True)
 
 
+#: waits for one flow run (argv[1]) to end; exit 0 when it completed
+_WAIT_FOR_RUN = """
+import sys, time, uuid
+from prefect.client.orchestration import get_client
+with get_client(sync_client=True) as client:
+    for _ in range(900):
+        state = client.read_flow_run(uuid.UUID(sys.argv[1])).state
+        if state is not None and state.is_final():
+            print(f"flow run {sys.argv[1]}: {state.name}")
+            sys.exit(0 if state.is_completed() else 1)
+        time.sleep(1)
+sys.exit(f"flow run {sys.argv[1]} did not end within 15 minutes")
+"""
+
+
+def _run_and_watch(*args: str, env: dict[str, str]) -> None:
+    """``prefect deployment run ... --watch``, its output passed through; when the watch
+    stream closes before the run ends (Prefect's CLI then exits 1), the run's final state is
+    read from the API instead, so only a run that did not complete fails the demo."""
+    cmd = [sys.executable, "-m", "prefect", "deployment", "run", *args, "--watch"]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    run_id = None
+    for line in proc.stdout or ():
+        print(line, end="", flush=True)
+        found = re.search(r"UUID: ([0-9a-f-]{36})", line)
+        run_id = run_id or (found.group(1) if found else None)
+    if proc.wait() == 0:
+        return
+    if run_id is None:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
+    subprocess.run([sys.executable, "-c", _WAIT_FOR_RUN, run_id], env=env, check=True)
+
+
 def main(out_dir: str = "demo-output") -> int:
     """Run the demo; leave the stack running when ``KOALA_DEMO_KEEP_STACK=1``."""
     from infra import local_stack
@@ -66,15 +102,12 @@ def main(out_dir: str = "demo-output") -> int:
     started = now()
     try:
         _prefect("--no-prompt", "deploy", "--name", "colorize-archive/default", env=env)
-        _prefect(
-            "deployment",
-            "run",
+        _run_and_watch(
             "colorize-archive/default",
             "--param",
             f"input={archive}",
             "--param",
             f"output={output}",
-            "--watch",
             env=env,
         )
     finally:
