@@ -7,9 +7,12 @@ or from scikit-image samples when that is absent.
 Each worker count gets its own LocalCluster; a warm-up flow run on a separate small dataset
 loads the backbone in every worker first, so the timed run measures steady-state throughput
 (orchestration included; cluster start and model load excluded, and printed separately).
-Last line: JSON with one_worker_img_s, two_workers_img_s and embedding_only_img_s.
+The 1- and 2-worker runs alternate ``--repeats`` times, so that a drift in the machine's speed
+(a shared VM's is large) hits both; the speed-up is taken per pair.
+Last line: JSON with the median, min and max of one_worker_img_s, two_workers_img_s and
+speedup_2_vs_1, and embedding_only_img_s.
 
-    python bench/preprocess.py [--source DIR] [--images N] [--shard-size 100]
+    python bench/preprocess.py [--source DIR] [--images N] [--shard-size 100] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import io
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -63,9 +67,20 @@ def build(source: Path, n: int, out: Path, shard_size: int) -> None:
 LAST_TASK_SECONDS = 0.0
 
 
-def run_flow(data: Path, workers: int, warm: Path) -> tuple[float, float, int, tuple | None]:
-    """(seconds of the timed run, seconds of cluster start + warm-up, samples, and on one
-    worker, the embedding-only timing taken in that same worker process)."""
+def summary(values: list[float]) -> dict[str, float]:
+    """Median and spread (min, max) of repeated figures."""
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+    }
+
+
+def run_flow(
+    data: Path, workers: int, warm: Path, embed: bool = False
+) -> tuple[float, float, int, tuple | None]:
+    """(seconds of the timed run, seconds of cluster start + warm-up, samples, and with
+    ``embed`` on one worker, the embedding-only timing taken in that same worker process)."""
     import dask
     from distributed import LocalCluster
 
@@ -88,7 +103,7 @@ def run_flow(data: Path, workers: int, warm: Path) -> tuple[float, float, int, t
         result = flow(data=str(data))
         secs = time.perf_counter() - t1
         alone = None
-        if workers == 1:
+        if embed and workers == 1:
             from distributed import Client
 
             with Client(cluster) as client:
@@ -135,6 +150,7 @@ def main() -> None:
     ap.add_argument("--source", type=Path, default=REPO.parent / "shared/datasets/bsds500")
     ap.add_argument("--images", type=int, default=600)
     ap.add_argument("--shard-size", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=3, help="alternated 1- and 2-worker runs")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="koala-bench-pp-"))
     server, api = start_prefect_server(tmp / "prefect")
@@ -147,35 +163,37 @@ def main() -> None:
         data, warm = tmp / "data", tmp / "warm"
         build(args.source, args.images, data, args.shard_size)
         build(args.source, 8, warm, 4)
-        result: dict = {}
+        runs: dict[int, list[float]] = {1: [], 2: []}
+        task_ms: list[float] = []
         alone = None
-        for workers, name in ((1, "one_worker_img_s"), (2, "two_workers_img_s")):
-            secs, setup, n, timing = run_flow(data, workers, warm)
-            print(
-                f"{workers} worker(s): {n} images in {secs:.1f} s = {n / secs:.2f} img/s "
-                f"(cluster start + model load + warm-up: {setup:.1f} s)"
-            )
-            result[name] = round(n / secs, 3)
-            if workers == 1:
-                task_ms = LAST_TASK_SECONDS / n * 1000
-            alone = timing or alone
+        for rep in range(args.repeats):  # alternated, so a drift of the machine hits both
+            for workers in (1, 2):
+                secs, setup, n, timing = run_flow(data, workers, warm, embed=rep == 0)
+                print(
+                    f"run {rep + 1}, {workers} worker(s): {n} images in {secs:.1f} s = "
+                    f"{n / secs:.2f} img/s (cluster start + model load + warm-up: {setup:.1f} s)"
+                )
+                runs[workers].append(n / secs)
+                if workers == 1:
+                    task_ms.append(LAST_TASK_SECONDS / n * 1000)
+                alone = timing or alone
         secs, n = alone
         print(
             f"embedding forward alone (same 1-thread worker): {n} images in {secs:.1f} s "
             f"= {n / secs:.2f} img/s"
         )
-        result["embedding_only_img_s"] = round(n / secs, 3)
-        result["images"] = n
-        result["speedup_2_vs_1"] = round(
-            result["two_workers_img_s"] / result["one_worker_img_s"], 3
-        )
-        embed_ms = 1000 / result["embedding_only_img_s"]
-        result["flow_cost_vs_embedding"] = round(
-            result["embedding_only_img_s"] / result["one_worker_img_s"], 3
-        )
-        result["per_image_ms"] = round(task_ms, 2)
-        result["embedding_ms"] = round(embed_ms, 2)
-        result["per_image_cost_vs_embedding"] = round(task_ms / embed_ms, 3)
+        ratios = [b / a for a, b in zip(runs[1], runs[2], strict=True)]
+        embed_ms = secs / n * 1000
+        result = {
+            "images": n,
+            "repeats": args.repeats,
+            "one_worker_img_s": summary(runs[1]),
+            "two_workers_img_s": summary(runs[2]),
+            "speedup_2_vs_1": summary(ratios),
+            "embedding_only_img_s": round(n / secs, 3),
+            "per_image_ms": summary(task_ms),
+            "embedding_ms": round(embed_ms, 2),
+        }
     finally:
         server.terminate()
         shutil.rmtree(tmp, ignore_errors=True)

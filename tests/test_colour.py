@@ -126,3 +126,17 @@ def test_colorize_lightness_matches_the_reference_merge() -> None:
     assert np.percentile(np.abs(fast - reference), 99.5) <= 2
     deep = colorize_lightness(lab[..., 0], ab, box, np.uint16)
     assert deep.dtype == np.uint16 and np.abs(deep / 257.0 - fast).max() <= 1.0
+
+
+def test_colorize_lightness_strips_do_not_change_the_result() -> None:
+    from koala.colour import colorize_lightness
+
+    rng = np.random.default_rng(0)
+    light = (rng.random((300, 401)) * 100).astype(np.float32)
+    ab = (rng.random((2, 200, 200)) * 60 - 30).astype(np.float32)
+    view_l = (rng.random((200, 200)) * 100).astype(np.float32)
+    box = (0, 50, 200, 150)
+    whole = colorize_lightness(light, ab, box, strip_rows=300, light_view=view_l)
+    for rows in (1, 7, 64, 512):
+        strips = colorize_lightness(light, ab, box, strip_rows=rows, light_view=view_l)
+        np.testing.assert_array_equal(strips, whole)
