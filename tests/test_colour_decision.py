@@ -123,3 +123,20 @@ def test_small_pictures_use_the_single_tint_rule() -> None:
     small = colour_evidence(colour_photo(3, (320, 240)))  # the rocket, small: colour
     assert small.is_colour and small.detail.startswith("small picture")
     assert not colour_evidence(sepia(colour_photo(8)).convert("RGB")).is_colour
+
+
+def test_the_fused_judge_gives_the_trained_judges_probabilities() -> None:
+    import torch
+
+    from koala.colour_judge import load_judge
+    from koala.images import judge_view
+
+    pictures = [_print(1), _stamp(_print(2)), colour_photo(3, SIZE).convert("RGB")]
+    views = torch.from_numpy(np.stack([judge_view(p) for p in pictures]))
+    fused, trained = load_judge(), load_judge(fused=False)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in trained.modules())
+    with torch.inference_mode():
+        lean = fused(views.contiguous(memory_format=torch.channels_last))
+        reference = trained(views)
+    np.testing.assert_allclose(lean.numpy(), reference.numpy(), atol=1e-4)
