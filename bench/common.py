@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -72,3 +73,12 @@ def _children(ps) -> list:
         return ps.children(recursive=True)
     except psutil.Error:
         return []
+
+
+def summary(values: list[float], digits: int = 3) -> dict[str, float]:
+    """Median and spread (min, max) of a figure measured several times."""
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+    }

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO
+from common import REPO, summary
 from ingest import make_images
 
 STAGES = ("sha256", "decode", "single_tint", "tint_decision", "judge_view", "judge_cnn", "pixel")
@@ -86,11 +86,7 @@ def main() -> None:
     totals = [sum(p.values()) for p in passes]
     for stage in (*STAGES, "total"):
         values = totals if stage == "total" else [p[stage] for p in passes]
-        result[f"{stage}_ms"] = {
-            "median": round(statistics.median(values), 2),
-            "min": round(min(values), 2),
-            "max": round(max(values), 2),
-        }
+        result[f"{stage}_ms"] = summary(values, 2)
         print(f"{stage:>14}: {statistics.median(values):6.2f} ms per image (median)")
     result["ceiling_img_s"] = round(cores * 1000 / statistics.median(totals), 1)
     print(f"these checks alone, on {cores} cores with no overhead: {result['ceiling_img_s']} img/s")

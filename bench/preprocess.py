@@ -22,7 +22,6 @@ import io
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, start_prefect_server
+from common import REPO, start_prefect_server, summary
 
 
 def build(source: Path, n: int, out: Path, shard_size: int) -> None:
@@ -65,15 +64,6 @@ def build(source: Path, n: int, out: Path, shard_size: int) -> None:
 
 
 LAST_TASK_SECONDS = 0.0
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    """Median and spread (min, max) of repeated figures."""
-    return {
-        "median": round(statistics.median(values), 3),
-        "min": round(min(values), 3),
-        "max": round(max(values), 3),
-    }
 
 
 def run_flow(
