@@ -79,12 +79,10 @@ def locate(root: str, spec: str) -> str:
     registry when that has it (a shipped version named outright is found even when ``root``
     holds other versions of the name), else ``root`` (whose error then says what it has)."""
     name, _, version = spec.partition("@")
-    here = versions(root, name)
-    if (here and (not version or version in here)) or not versions(SHIPPED, name):
+    here, shipped = versions(root, name), versions(SHIPPED, name)
+    if not shipped or (here and (not version or version in here)):
         return root
-    if version and version not in versions(SHIPPED, name):
-        return root
-    return SHIPPED
+    return SHIPPED if not version or version in shipped else root
 
 
 def resolve(root: str, spec: str) -> tuple[str, str]:
