@@ -381,6 +381,27 @@ InitFrom = Annotated[
 ]
 
 
+TotalSamples = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="A campaign: the learning rate decays over this many samples across legs and "
+        "resumes; training ends there.",
+    ),
+]
+LegMinutes = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0, help="End this leg after M minutes (checkpoint, register the best so far)."
+    ),
+]
+CheckpointDir = Annotated[
+    str | None,
+    typer.Option(help="Keep checkpoints here (default DATA/checkpoints), e.g. ~/koala-campaign."),
+]
+Patience = Annotated[int, typer.Option(min=1, help="Stop after N epochs without val gain.")]
+
+
 @app.command("train")
 def train_cmd(
     data: Annotated[str, typer.Option(help="Dataset root with preprocessed features.")],
@@ -398,6 +419,10 @@ def train_cmd(
     epoch_samples: EpochSamples = TrainConfig.epoch_samples,
     lr: LearningRate = TrainConfig.lr,
     init_from: InitFrom = TrainConfig.init_from,
+    total_samples: TotalSamples = TrainConfig.total_samples,
+    leg_minutes: LegMinutes = TrainConfig.leg_minutes,
+    checkpoint_dir: CheckpointDir = TrainConfig.checkpoint_dir,
+    patience: Patience = TrainConfig.patience,
 ) -> None:
     """Train models on feature shards and register the best epoch of each."""
     params = dict(locals())
@@ -424,6 +449,9 @@ def train_cmd(
             _fail("interrupted: checkpoints saved; run the same command with --resume", 130)
         raise
     for r in results:
+        if r["version"] is None:
+            typer.echo(f"{r['name']}: no epoch finished yet, nothing registered; --resume goes on")
+            continue
         typer.echo(
             f"{r['name']}@{r['version']}: val PSNR {r['val']['psnr']:.2f} dB, "
             f"{r['epochs']} epoch(s), {r['seconds']:.0f} s"
@@ -617,3 +645,93 @@ def main() -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+@models_app.command("record-leg")
+def models_record_leg_cmd(
+    spec: Annotated[str, typer.Argument(help="NAME@VERSION: the campaign's best model so far.")],
+    data: Annotated[str, typer.Option(help="Dataset root holding the model's registry.")],
+    evals: Annotated[
+        list[str],
+        typer.Option(
+            "--eval",
+            help="NAME=DATA[:SPLIT] to score it on (repeatable), e.g. "
+            "mix=/data/mix:test bsds=/data/bsds:val.",
+        ),
+    ],
+    curve: Annotated[str, typer.Option(help="The campaign's curve (JSON; a PNG beside it).")],
+    reports: Annotated[str, typer.Option(help="Folder for the evaluation reports.")],
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Score only each split's first N images.")
+    ] = None,
+    restart: Annotated[
+        str | None, typer.Option(help="Keep its weights (bf16) and card here as the restart point.")
+    ] = None,
+    reference: Annotated[
+        bool, typer.Option(help="A reference model (e.g. the shipped one): drawn as a line.")
+    ] = False,
+) -> None:
+    """Score a campaign's model on fixed evaluation sets at full resolution and add it to the
+    curve of quality against CPU-hours (docs/campaign/)."""
+    import json
+
+    from koala import storage
+    from models.cards import find_card
+
+    try:
+        card = find_card(data, spec)
+        sets = {}
+        for item in evals:
+            name, _, where = item.partition("=")
+            root, _, split = where.partition(":")
+            if not name or not root:
+                raise KoalaError(f"--eval {item!r}: expected NAME=DATA[:SPLIT]")
+            sets[name] = (root, split or "test")
+        _prepare_environment(None)
+        from flows.evaluate import evaluate_models
+        from tasks import campaign
+
+        exact = f"{card['name']}@{card['version']}"
+        summaries = {}
+        for name, (root, split) in sets.items():
+            out = storage.join(reports, name)
+            model = exact if root == data else _copy_for_eval(data, root, exact)
+            summaries[name] = evaluate_models(
+                data=root, models=[model], report=out, split=split, limit=limit
+            )
+        points = campaign.record_point(curve, campaign.leg_point(card, summaries, reference))
+        png = campaign.plot_curve(points, curve.rsplit(".", 1)[0] + ".png")
+        if restart:
+            campaign.export_restart(data, exact, restart)
+    except KoalaError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(points[-1] if not reference else points[0], indent=1))
+    typer.echo(f"curve: {curve} ({png})")
+
+
+def _copy_for_eval(src: str, dst: str, spec: str) -> str:
+    """``spec`` registered in ``src`` made visible to ``dst``'s evaluation (copied across
+    registries unless ``dst`` already has it or it is shipped); returns the spec."""
+    from models.cards import SHIPPED, copy_version, locate, resolve, versions
+
+    root = locate(src, spec)
+    name, version = resolve(root, spec)
+    if root != SHIPPED and version not in versions(dst, name):
+        copy_version(root, dst, name, version)
+    return spec
+
+
+@models_app.command("import")
+def models_import_cmd(
+    folder: Annotated[str, typer.Argument(help="A restart point: card.json + weights.bf16.")],
+    data: Annotated[str, typer.Option(help="Dataset root whose registry gets it.")],
+) -> None:
+    """Register a campaign's restart point (kept by record-leg --restart) so that training
+    can start from it: koala train --init-from NAME@VERSION."""
+    from tasks.campaign import import_restart
+
+    try:
+        spec = import_restart(folder, data)
+    except (KoalaError, OSError) as exc:
+        _fail(f"{folder}: cannot import ({exc})")
+    typer.echo(f"registered {spec}")

@@ -85,6 +85,10 @@ def train_models(
     epoch_samples: int | None = TrainConfig.epoch_samples,
     lr: float = TrainConfig.lr,
     init_from: str | None = TrainConfig.init_from,
+    total_samples: int | None = TrainConfig.total_samples,
+    leg_minutes: float | None = TrainConfig.leg_minutes,
+    checkpoint_dir: str | None = TrainConfig.checkpoint_dir,
+    patience: int = TrainConfig.patience,
 ) -> list[dict]:
     """Train each of ``models`` on ``data``'s features; with ``budget_minutes`` every model gets
     the same wall-clock budget on the same data, so that comparisons are fair. ``options`` set
@@ -92,7 +96,8 @@ def train_models(
     ``colour_target`` calibrates each model's colour on val (models/calibration.py);
     ``resolution`` trains on views downsampled to that size, ``epoch_samples`` caps an epoch
     (validation and a checkpoint come that often); ``init_from`` (``name@version``) fine-tunes
-    a registered model instead of starting from scratch."""
+    a registered model instead of starting from scratch; ``total_samples``, ``leg_minutes``
+    and ``checkpoint_dir`` run a campaign in legs (models/training.py)."""
     cfg = pick(TrainConfig, locals())
     log = get_run_logger()
     check_training_inputs(data, models, backbone, init_from)

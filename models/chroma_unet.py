@@ -25,15 +25,17 @@ from torch import nn
 
 from models import ab_bins
 from models.backbones import LITE0_CHANNELS, LITE0_INFO, lite0_encoder, lite0_features
-from models.base import Colorizer
-from models.blocks import AB_SCALE, FusionLayer
-from models.losses import box_mask, chroma_loss
+from models.base import Colorizer, make_optimizer
+from models.blocks import AB_SCALE, FusionLayer, conv_bn_lrelu
+from models.losses import adversarial_bce, box_mask, chroma_loss
 from models.unet import UpBlock
 
 #: training samples whose a*b* make the prior of the prior correction
 PRIOR_SAMPLES = 4000
-#: decoder widths at strides 32 (after fusion), 16, 8 and 4
-DECODER_CHANNELS = (256, 160, 128, 128)
+#: decoder widths at strides 32 (after fusion), 16, 8 and 4, by decoder design
+DECODER_CHANNELS = {"classic": (256, 160, 128, 128), "lite": (256, 160, 96, 64)}
+#: the decoder stages (counted from stride 16) built of depthwise-separable blocks, by design
+SEPARABLE_FROM = {"classic": 3, "lite": 1}
 #: the encoder stages used: strides 4 to 32 (the stride-2 features are left to the guided filter)
 ENCODER_STAGES = LITE0_CHANNELS[1:]
 
@@ -42,6 +44,10 @@ ENCODER_STAGES = LITE0_CHANNELS[1:]
 class ChromaUNetConfig:
     embedding_dim: int = LITE0_INFO.embedding_dim
     pretrained: bool = True
+    #: the decoder's design: ``lite`` (strides 8 and 4 in depthwise-separable blocks, 96 and
+    #: 64 channels: about a fifth of ``classic``'s training step there) or ``classic`` (3x3
+    #: convolutions at 128 channels, the design of the models shipped before 2026-12-06)
+    decoder: str = "lite"
     freeze_encoder: bool = True
     #: unfreeze the encoder (at a tenth of the learning rate) after this many epochs
     finetune_after: int | None = 1
@@ -61,6 +67,13 @@ class ChromaUNetConfig:
     #: it asks the decoded colour to be as vivid as the truth, so the model commits to a hue
     #: where it can instead of averaging to gray (0: cross entropy alone)
     colour_weight: float = 0.0
+    #: weight of the adversarial term (a PatchGAN on the quarter grid judging L with the
+    #: distribution's mean a*b*: the decoded colour itself must look like a photograph's,
+    #: which the cross entropy's mean, averaging over plausible hues, does not ask); 0: none
+    adversarial_weight: float = 0.0
+    #: the discriminator's width and its Adam learning rate (beta1 0.5, as in pix2pix)
+    discriminator_width: int = 32
+    discriminator_lr: float = 2e-4
     neighbours: int = 5
     sigma: float = 5.0
     #: guided upsampling: window radius (pixels of the quarter grid) and regulariser (L in [0, 1])
@@ -91,6 +104,37 @@ def guided_upsample(
     return a_up * light + b_up
 
 
+class SeparableUpBlock(nn.Module):
+    """Upsample to the skip's size, concatenate the skip, mix to ``cout`` with a 1x1
+    convolution, then two residual depthwise-separable 3x3 steps (MobileNet's): the large grids
+    of the decoder at a small fraction of two full 3x3 convolutions' cost."""
+
+    def __init__(self, cin: int, skip: int, cout: int) -> None:
+        super().__init__()
+        self.mix = pointwise(cin + skip, cout)
+        self.steps = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(cout, cout, 3, padding=1, groups=cout, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                pointwise(cout, cout),
+            )
+            for _ in range(2)
+        )
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        x = self.mix(torch.cat([x, skip], 1))
+        for step in self.steps:
+            x = x + step(x)
+        return x
+
+
+def pointwise(cin: int, cout: int) -> nn.Sequential:
+    """1x1 convolution, batch norm, ReLU."""
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
 class ChromaUNet(Colorizer):
     """``forward(light, embedding)``: L in [0, 1] (B, 1, H, W) -> a*b*/128 (B, 2, H, W);
     :meth:`logits` gives the bin scores at a quarter of the size."""
@@ -108,13 +152,20 @@ class ChromaUNet(Colorizer):
         self.register_buffer("class_weights", torch.ones(len(centres)))
         #: log of the training split's smoothed bin distribution (set by fit_prior)
         self.register_buffer("log_prior", torch.zeros(len(centres)))
-        self.fusion = FusionLayer(ENCODER_STAGES[-1], config.embedding_dim, DECODER_CHANNELS[0])
-        ups, cin = [], DECODER_CHANNELS[0]
-        for skip, cout in zip(reversed(ENCODER_STAGES[:-1]), DECODER_CHANNELS[1:], strict=True):
-            ups.append(UpBlock(cin, skip, cout))
+        if config.decoder not in DECODER_CHANNELS:
+            raise ValueError(f"decoder {config.decoder!r}: choose from {sorted(DECODER_CHANNELS)}")
+        widths = DECODER_CHANNELS[config.decoder]
+        self.fusion = FusionLayer(ENCODER_STAGES[-1], config.embedding_dim, widths[0])
+        ups, cin = [], widths[0]
+        skips = reversed(ENCODER_STAGES[:-1])
+        for i, (skip, cout) in enumerate(zip(skips, widths[1:], strict=True)):
+            block = SeparableUpBlock if i >= SEPARABLE_FROM[config.decoder] else UpBlock
+            ups.append(block(cin, skip, cout))
             cin = cout
         self.ups = nn.ModuleList(ups)
         self.classify = nn.Conv2d(cin, len(centres), 1)
+        if config.adversarial_weight:
+            self.discriminator = QuarterDiscriminator(config.discriminator_width)
         self.temperature = config.temperature
         self.prior_correction = config.prior_correction
         self.set_encoder_trainable(not config.freeze_encoder)
@@ -180,9 +231,25 @@ class ChromaUNet(Colorizer):
         state_dict.setdefault(prefix + "log_prior", torch.zeros_like(self.log_prior))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def objective(self, light, embedding, ab, mask):
-        """(Rebalanced) cross entropy against soft-encoded targets on the quarter grid, plus
-        ``colour_weight`` x the chroma term on the mean of the (uncorrected) distribution."""
+    def optimizers(self, lr: float, weight_decay: float) -> dict[str, torch.optim.Optimizer]:
+        """The network's optimizer, and the discriminator's (Adam, beta1 0.5) when adversarial."""
+        if not self.config.adversarial_weight:
+            return super().optimizers(lr, weight_decay)
+        own = [
+            p
+            for n, p in self.named_parameters()
+            if p.requires_grad and not n.startswith("discriminator.")
+        ]
+        d_lr = self.config.discriminator_lr
+        return {
+            "model": make_optimizer(self.optimizer, own, lr, weight_decay),
+            "discriminator": make_optimizer(
+                "adam", self.discriminator.parameters(), d_lr, betas=(0.5, 0.999)
+            ),
+        }
+
+    def _terms(self, light, embedding, ab, mask) -> _Terms:
+        """Logits, the soft-target (rebalanced) cross entropy and the quarter-grid truth."""
         logits = self.logits(light, embedding)
         size = logits.shape[-2:]
         target_ab = ab_bins.downsample(ab, size) * AB_SCALE
@@ -192,10 +259,88 @@ class ChromaUNet(Colorizer):
         weight = real * self.class_weights[target.argmax(1)]
         ce = -(target * torch.log_softmax(logits.float(), dim=1)).sum(1)
         loss = (ce * weight).sum() / real.sum().clamp_min(1.0)
-        if cfg.colour_weight:
-            mean = ab_bins.annealed_mean(logits.float(), self.centres, 1.0) / AB_SCALE
-            loss = loss + cfg.colour_weight * chroma_loss(mean, target_ab / AB_SCALE, real[:, None])
-        return loss, None if self.training else self.decode(logits, light)  # train_step drops it
+        return _Terms(logits, loss, target_ab / AB_SCALE, real[:, None])
+
+    def _mean(self, logits: torch.Tensor) -> torch.Tensor:
+        """The (uncorrected) distribution's mean a*b*/128 on the quarter grid."""
+        return ab_bins.annealed_mean(logits.float(), self.centres, 1.0) / AB_SCALE
+
+    def objective(self, light, embedding, ab, mask):
+        """(Rebalanced) cross entropy against soft-encoded targets on the quarter grid, plus
+        ``colour_weight`` x the chroma term on the mean of the (uncorrected) distribution."""
+        t = self._terms(light, embedding, ab, mask)
+        loss = t.ce
+        if self.config.colour_weight:
+            term = chroma_loss(self._mean(t.logits), t.target_ab, t.real)
+            loss = loss + self.config.colour_weight * term
+        return loss, None if self.training else self.decode(t.logits, light)  # train_step drops it
+
+    def train_step(self, light, embedding, ab, mask, optimizers) -> dict[str, float]:
+        """One step; with an adversarial weight, a discriminator step on the quarter grid
+        (true a*b* against the detached mean) and then the network's step with its term."""
+        if not self.config.adversarial_weight:
+            return super().train_step(light, embedding, ab, mask, optimizers)
+        t = self._terms(light, embedding, ab, mask)
+        mean = self._mean(t.logits) * t.real
+        light_low = ab_bins.downsample(light, mean.shape[-2:])
+        d_loss = self.discriminator_step(light_low, t.target_ab * t.real, mean.detach(), optimizers)
+        self.discriminator.requires_grad_(False)
+        try:
+            adversarial = adversarial_bce(self.discriminator(light_low, mean), True)
+        finally:
+            self.discriminator.requires_grad_(True)
+        loss = t.ce + self.config.adversarial_weight * adversarial
+        if self.config.colour_weight:
+            loss = loss + self.config.colour_weight * chroma_loss(mean, t.target_ab, t.real)
+        opt = optimizers["model"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {
+            "loss": loss.item(),
+            "ce": t.ce.item(),
+            "g_adversarial": adversarial.item(),
+            "d_loss": d_loss,
+        }
+
+    def discriminator_step(self, light_low, real_ab, fake_ab, optimizers) -> float:
+        """One step of the discriminator on true and generated (detached) quarter-grid pairs."""
+        real = self.discriminator(light_low, real_ab)
+        fake = self.discriminator(light_low, fake_ab)
+        loss = 0.5 * (adversarial_bce(real, True) + adversarial_bce(fake, False))
+        opt = optimizers["discriminator"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+
+@dataclass
+class _Terms:
+    logits: torch.Tensor
+    ce: torch.Tensor
+    #: the truth's a*b*/128 and the real-pixel mask (B, 1, h, w) on the quarter grid
+    target_ab: torch.Tensor
+    real: torch.Tensor
+
+
+class QuarterDiscriminator(nn.Module):
+    """PatchGAN on the quarter grid: (L, a*b*/128) at the logits' size -> real/fake logits
+    over patches about a third of the picture wide (cheap: the grid is 1/16 of the pixels)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        w = width
+        self.net = nn.Sequential(
+            nn.Conv2d(3, w, 3, 1, 1),
+            nn.LeakyReLU(0.2, inplace=True),
+            conv_bn_lrelu(w, 2 * w),
+            conv_bn_lrelu(2 * w, 4 * w),
+            nn.Conv2d(4 * w, 1, 3, 1, 1),
+        )
+
+    def forward(self, light: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([light * 2.0 - 1.0, ab], 1).to(light.dtype))
 
 
 def confidence_map(logits: torch.Tensor) -> torch.Tensor:

@@ -41,3 +41,14 @@ class TrainConfig:
     epoch_samples: int | None = None
     #: start from this registered model's weights (``name@version``) instead of from scratch
     init_from: str | None = None
+    #: a campaign: the cosine learning-rate schedule runs over this many samples, across legs
+    #: and resumes, and training ends there (None: over ``epochs`` or the budget)
+    total_samples: int | None = None
+    #: end this leg after so many minutes of training: checkpoint, register the best so far;
+    #: ``--resume`` continues exactly where it stopped
+    leg_minutes: float | None = None
+    #: checkpoint (model, optimizers, data position, random state) at least this often
+    checkpoint_minutes: float = 10.0
+    #: where checkpoints live (None: ``ROOT/checkpoints``); a campaign keeps them in a fixed
+    #: folder outside the dataset and the work tree so that the next leg finds them
+    checkpoint_dir: str | None = None

@@ -15,13 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from models.backbones import LITE0_CHANNELS, lite0_encoder, lite0_features
 from models.base import Colorizer, make_optimizer
 from models.blocks import conv_bn_lrelu, resize, up_bn_relu
-from models.losses import masked_loss
+from models.losses import adversarial_bce, masked_loss
 
 
 @dataclass(frozen=True)
@@ -103,11 +102,6 @@ def _pix2pix_init(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
-    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
-    return F.binary_cross_entropy_with_logits(logits.float(), target)
-
-
 class GAN(Colorizer):
     """``forward(light, embedding=None)``: the generator's a*b*/128."""
 
@@ -154,7 +148,7 @@ class GAN(Colorizer):
             fake = self.generator(light)
         real_logits = self.discriminator(light, ab * mask)
         fake_logits = self.discriminator(light, fake * mask)
-        loss = 0.5 * (_bce(real_logits, True) + _bce(fake_logits, False))
+        loss = 0.5 * (adversarial_bce(real_logits, True) + adversarial_bce(fake_logits, False))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -167,7 +161,7 @@ class GAN(Colorizer):
         self.discriminator.requires_grad_(False)
         try:
             fake = self.generator(light)
-            adversarial = _bce(self.discriminator(light, fake * mask), True)
+            adversarial = adversarial_bce(self.discriminator(light, fake * mask), True)
             l1 = masked_loss("l1", fake, ab, mask)
             loss = adversarial + self.config.l1_weight * l1
             opt.zero_grad(set_to_none=True)

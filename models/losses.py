@@ -30,6 +30,12 @@ def chroma_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) ->
     return (diff * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+def adversarial_bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """Binary cross entropy of a discriminator's logits against "real" (1) or "generated" (0)."""
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits.float(), target)
+
+
 def box_mask(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, 1, H, W) float mask, 1 inside each (x0, y0, x1, y1) box (x1, y1 exclusive)."""
     h, w = size

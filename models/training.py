@@ -4,14 +4,17 @@ the best epoch is registered in the model registry."""
 
 from __future__ import annotations
 
+import base64
+import copy
 import hashlib
 import io
 import json
 import math
+import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -137,15 +140,38 @@ def train_model(
     _start(run)
     with stop_on_signals():
         try:
-            for epoch in range(run.state["epoch"], cfg.epochs):
+            for epoch in range(run.state["epoch"], planned_epochs(cfg)):
                 if _epoch(run, epoch):
                     break
         except KeyboardInterrupt:
-            run.state["seconds"] = time.perf_counter() - run.started
-            _save_checkpoint(run.ckpt, run.model, run.opts, run.state)
-            log(f"{name}: interrupted; checkpoint saved after epoch {run.state['epoch']}")
+            _checkpoint(run)
+            log(
+                f"{name}: interrupted; checkpoint saved in epoch {run.state['epoch'] + 1} "
+                f"after {run.state['samples']:,} samples"
+            )
             raise
     return _register(run)
+
+
+def planned_epochs(cfg: TrainConfig) -> int:
+    """The epochs to run: enough for ``total_samples`` in a campaign, else ``epochs``."""
+    if cfg.total_samples and cfg.epoch_samples:
+        return math.ceil(cfg.total_samples / cfg.epoch_samples)
+    return cfg.epochs
+
+
+FRESH_STATE = {
+    "epoch": 0,
+    "best_val": float("inf"),
+    "best_epoch": -1,
+    "stale": 0,
+    "history": [],
+    "seconds": 0.0,
+    "samples": 0,
+    "position": 0,
+    "totals": {},
+    "legs": [],
+}
 
 
 @dataclass
@@ -162,17 +188,10 @@ class _Run:
     opts: Optimizers
     train_urls: list[str]
     val_urls: list[str]
-    #: epoch, best_val, best_epoch, stale, history, seconds (saved in every checkpoint)
-    state: dict = field(
-        default_factory=lambda: {
-            "epoch": 0,
-            "best_val": float("inf"),
-            "best_epoch": -1,
-            "stale": 0,
-            "history": [],
-            "seconds": 0.0,
-        }
-    )
+    #: saved in every checkpoint: epochs done, best val and when, epochs without improvement,
+    #: history, training seconds and samples of all legs, the position in the current epoch
+    #: (samples done, their loss sums), the legs, torch's random state
+    state: dict = field(default_factory=lambda: copy.deepcopy(FRESH_STATE))
     #: the best epoch's weights (safetensors), once there is one
     best_blob: bytes | None = None
     val_loader: Any = None
@@ -183,8 +202,14 @@ class _Run:
     started: float = 0.0
     budget: float | None = None
 
+    #: this leg's start (perf_counter) and its record in ``state["legs"]``
+    leg_started: float = 0.0
+    last_checkpoint: float = 0.0
+
     @property
     def ckpt(self) -> str:
+        if self.cfg.checkpoint_dir:
+            return storage.join(os.path.expanduser(self.cfg.checkpoint_dir), self.name)
         return checkpoint_dir(self.root, self.name)
 
 
@@ -202,8 +227,8 @@ def _setup(
     device = resolve_device(cfg.device)
     options = {"embedding_dim": BACKBONE_INFO[backbone].embedding_dim, **(model_options or {})}
     model = initial_model(root, name, options, cfg.init_from).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    # channels-last: mkldnn's fast convolutions on CPU (depthwise ones above all), tensor cores
+    model = model.to(memory_format=torch.channels_last)
     train_urls = feature_shards(root, backbone, "train")
     val_urls = feature_shards(root, backbone, "val")
     opts = model.optimizers(cfg.lr, cfg.weight_decay)
@@ -234,11 +259,22 @@ def _restore(run: _Run, resume: bool) -> None:
         return
     state_json = storage.join(run.ckpt, "state.json")
     if storage.exists(state_json):
-        done = json.loads(storage.read_bytes(state_json))["epoch"]
-        _maybe_finetune(run.model, run.opts, done - 1)  # same param groups as when it was saved
+        saved = json.loads(storage.read_bytes(state_json))
+        in_epoch = saved["epoch"] - (0 if saved.get("position") else 1)  # saved mid-epoch?
+        _maybe_finetune(run.model, run.opts, in_epoch)  # the param groups it was saved with
     if loaded := _load_checkpoint(run.ckpt, run.model, run.opts):
-        run.state = loaded
-        run.log(f"{run.name}: resuming after epoch {run.state['epoch']}")
+        run.state = {
+            **copy.deepcopy(FRESH_STATE),
+            **loaded,
+        }  # checkpoints from before campaigns lack some
+        if rng := run.state.get("torch_rng"):
+            torch.set_rng_state(
+                torch.frombuffer(bytearray(base64.b64decode(rng)), dtype=torch.uint8)
+            )
+        run.log(
+            f"{run.name}: resuming in epoch {run.state['epoch'] + 1} after "
+            f"{run.state['samples']:,} samples ({run.state['seconds'] / 3600:.2f} h)"
+        )
     best = storage.join(run.ckpt, "best.safetensors")
     if storage.exists(best):
         run.best_blob = storage.read_bytes(best)
@@ -254,70 +290,149 @@ def _start(run: _Run) -> None:
     run.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.bf16)
     run.started = time.perf_counter() - run.state["seconds"]
     run.budget = cfg.budget_minutes * 60 if cfg.budget_minutes else None
+    run.leg_started = run.last_checkpoint = time.perf_counter()
+    run.state["legs"] = [*run.state["legs"], _new_leg(run)]
+
+
+def _new_leg(run: _Run) -> dict:
+    """The record of the leg that starts now (updated at every checkpoint)."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {
+        "leg": len(run.state["legs"]) + 1,
+        "started_at": now,
+        "ended_at": now,
+        "hours": 0.0,
+        "samples_at_start": run.state["samples"],
+        "samples": 0,
+        "hardware": hardware(),
+        "threads": torch.get_num_threads(),
+        "bf16_autocast": run.bf16,
+    }
+
+
+def _checkpoint(run: _Run) -> None:
+    """Save the model, optimizers and state now (the leg's record and random state too)."""
+    state, now = run.state, time.perf_counter()
+    state["seconds"] = now - run.started
+    leg = state["legs"][-1]
+    leg["ended_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    leg["hours"] = round((now - run.leg_started) / 3600, 4)
+    leg["samples"] = state["samples"] - leg["samples_at_start"]
+    leg["best_val_psnr"] = state.get("best_psnr")
+    state["torch_rng"] = base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()
+    _save_checkpoint(run.ckpt, run.model, run.opts, state)
+    run.last_checkpoint = now
 
 
 def _epoch(run: _Run, epoch: int) -> bool:
     """Train one epoch, score it on val, keep it if best, checkpoint; True: stop training."""
     _maybe_finetune(run.model, run.opts, epoch)
     _set_lr(run, epoch)
-    totals, count, over_budget = _train_epoch(run, epoch)
+    totals, count, stop = _train_epoch(run, epoch)
+    if stop == "leg":  # mid-epoch: the position is in the checkpoint, --resume goes on
+        _checkpoint(run)
+        run.log(f"{run.name}: leg over after {run.state['samples']:,} samples; --resume goes on")
+        return True
     val = evaluate_val(run.model, run.val_loader, run.device)
     _record(run, epoch, totals, count, val)
     _keep_best(run, epoch, val)
-    _save_checkpoint(run.ckpt, run.model, run.opts, run.state)
-    if over_budget or run.state["stale"] >= run.cfg.patience:
-        run.log(f"{run.name}: stopping ({'budget' if over_budget else 'no val improvement'})")
+    if run.cfg.total_samples and run.state["samples"] >= run.cfg.total_samples:
+        stop = "the campaign's samples"
+    elif run.state["stale"] >= run.cfg.patience:
+        stop = "no val improvement"
+    _checkpoint(run)
+    if stop:
+        run.log(f"{run.name}: stopping ({stop})")
         return True
     return False
 
 
 def _set_lr(run: _Run, epoch: int) -> None:
-    """Cosine decay over the planned epochs, or over the budget when that ends first."""
-    elapsed = (time.perf_counter() - run.started) / run.budget if run.budget else 0.0
-    factor = cosine_factor(max(epoch / run.cfg.epochs, elapsed))
+    """Cosine decay over a campaign's samples, else over the planned epochs, or over the
+    budget when that ends first."""
+    if run.cfg.total_samples:
+        factor = cosine_factor(run.state["samples"] / run.cfg.total_samples)
+    else:
+        elapsed = (time.perf_counter() - run.started) / run.budget if run.budget else 0.0
+        factor = cosine_factor(max(epoch / run.cfg.epochs, elapsed))
     for opt in run.opts.values():
         for group in opt.param_groups:
             group["lr"] = group["initial_lr"] * factor
 
 
-def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, float], int, bool]:
-    """One pass over the train split: the summed losses, the samples seen, and whether the
-    budget ran out; a requested stop raises KeyboardInterrupt."""
-    model, cfg, device = run.model, run.cfg, run.device
+def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, float], int, str | None]:
+    """One pass over the train split (from where a resumed checkpoint left it): the summed
+    losses, the samples seen, and why it ended early ("budget", "leg", or None); a requested
+    stop raises KeyboardInterrupt."""
+    model, cfg, state = run.model, run.cfg, run.state
     model.train()
+    batches = _epoch_batches(run, epoch)
+    totals, count = dict(state["totals"]), state["position"]
+    with tqdm(
+        desc=f"{run.name} epoch {epoch + 1}/{planned_epochs(cfg)}",
+        total=cfg.epoch_samples,
+        initial=count,
+        unit=" image",
+        file=sys.stderr,
+        disable=not sys.stderr.isatty(),
+        leave=False,
+    ) as bar:
+        for b in batches:
+            if cfg.total_samples:
+                _set_lr(run, epoch)
+            losses = _step(run, b)
+            for key, value in losses.items():
+                totals[key] = totals.get(key, 0.0) + value * len(b["light"])
+            count += len(b["light"])
+            state.update(position=count, totals=totals, samples=state["samples"] + len(b["light"]))
+            bar.update(len(b["light"]))
+            bar.set_postfix({k: f"{v / count:.4f}" for k, v in totals.items()})
+            if stop_requested():
+                raise KeyboardInterrupt("stop requested")
+            if cfg.epoch_samples and count >= cfg.epoch_samples:
+                break  # validation first: a leg or budget ends at the next step
+            if why := _why_stop(run):
+                return totals, count, why
+    return totals, count, None
+
+
+def _epoch_batches(run: _Run, epoch: int) -> Iterator[dict]:
+    """The epoch's batches, seeded by epoch; after a resume mid-epoch, the batches already
+    trained on are drawn and dropped, so the stream (and its augmentation) goes on exactly."""
+    cfg = run.cfg
     loader = make_loader(
         run.train_urls,
         cfg.batch_size,
         train=True,
         seed=cfg.seed + epoch,
         workers=cfg.workers,
-        crop_size=None if model.uses_embedding else cfg.crop_size,
+        crop_size=None if run.model.uses_embedding else cfg.crop_size,
     )
-    totals: dict[str, float] = {}
-    count, over_budget = 0, False
-    with tqdm(
-        desc=f"{run.name} epoch {epoch + 1}/{cfg.epochs}",
-        total=cfg.epoch_samples,
-        unit=" image",
-        file=sys.stderr,
-        disable=not sys.stderr.isatty(),
-        leave=False,
-    ) as bar:
-        for b in loader:
-            light, ab, mask = _training_view(b, device, cfg.resolution)
-            with run.autocast:
-                losses = model.train_step(light, b["embedding"].to(device), ab, mask, run.opts)
-            for key, value in losses.items():
-                totals[key] = totals.get(key, 0.0) + value * len(light)
-            count += len(light)
-            bar.update(len(light))
-            bar.set_postfix({k: f"{v / count:.4f}" for k, v in totals.items()})
-            if stop_requested():
-                raise KeyboardInterrupt("stop requested")
-            over_budget = bool(run.budget and time.perf_counter() - run.started > run.budget)
-            if over_budget or (cfg.epoch_samples and count >= cfg.epoch_samples):
-                break
-    return totals, count, over_budget
+    batches = iter(loader)
+    done = 0
+    while done < run.state["position"]:
+        done += len(next(batches)["light"])
+    return batches
+
+
+def _step(run: _Run, b: dict) -> dict[str, float]:
+    """One optimisation step on a batch (at the training resolution); its losses."""
+    light, ab, mask = _training_view(b, run.device, run.cfg.resolution)
+    with run.autocast:
+        losses = run.model.train_step(light, b["embedding"].to(run.device), ab, mask, run.opts)
+    return losses
+
+
+def _why_stop(run: _Run) -> str | None:
+    """ "budget" or "leg" when that time ran out; a checkpoint when one is due."""
+    now = time.perf_counter()
+    if run.budget and now - run.started > run.budget:
+        return "budget"
+    if run.cfg.leg_minutes and now - run.leg_started > run.cfg.leg_minutes * 60:
+        return "leg"
+    if now - run.last_checkpoint > run.cfg.checkpoint_minutes * 60:
+        _checkpoint(run)
+    return None
 
 
 def _training_view(
@@ -330,7 +445,7 @@ def _training_view(
         size = (resolution, resolution)
         light, ab, mask = (F.interpolate(x, size=size, mode="area") for x in (light, ab, mask))
         mask = (mask > 0.5).float()
-    return light, ab, mask
+    return light.contiguous(memory_format=torch.channels_last), ab, mask
 
 
 def _record(
@@ -338,8 +453,8 @@ def _record(
 ) -> None:
     """The epoch in the state's history, and its log line."""
     state = run.state
-    state["epoch"] = epoch + 1
-    state["seconds"] = time.perf_counter() - run.started
+    state.update(epoch=epoch + 1, position=0, totals={})  # the next epoch starts afresh
+    state["seconds"] = time.perf_counter() - run.started  # all legs together
     means = {k: v / max(count, 1) for k, v in totals.items()}
     train_loss = means.pop("loss", float("nan"))
     state["history"].append(
@@ -377,6 +492,10 @@ def _register(run: _Run) -> dict:
     """Register the best epoch's weights (chroma-calibrated when the config asks); return the
     training's summary."""
     model, state = run.model, run.state
+    if run.best_blob is None and state["best_epoch"] < 0:  # a leg that ended in its first epoch
+        run.log(f"{run.name}: no epoch finished yet; nothing registered (--resume goes on)")
+        val = {"loss": None, "psnr": None}
+        return {"name": run.name, "version": None, "val": val, "epochs": 0, "seconds": 0.0}
     if run.best_blob is not None:
         model.load_state_dict(load_safetensors(run.best_blob))
     val_metrics = {"loss": state["best_val"], "psnr": state.get("best_psnr")}
@@ -419,6 +538,8 @@ def _card(run: _Run, val_metrics: dict, calibration: dict | None) -> dict:
         "bf16_autocast": run.bf16,
         "optimizers": {k: type(opt).__name__ for k, opt in run.opts.items()},
         "training_seconds": round(state["seconds"], 1),
+        "training_samples": state["samples"],
+        "legs": state["legs"],
         "epochs_run": state["epoch"],
         "best_epoch": state["best_epoch"],
         "val_metrics": val_metrics,
