@@ -16,6 +16,7 @@ On-disk formats:
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -26,8 +27,12 @@ GRAY = "gray"
 
 
 def cpu_hours(card: dict[str, Any]) -> float:
-    """CPU-hours of all legs: each leg's wall hours times the threads it trained on."""
-    return sum(leg["hours"] * leg.get("threads", 1) for leg in card.get("legs", []))
+    """CPU-hours of all legs: each leg's wall hours times the threads it trained on (a card
+    from before campaigns: its training hours times the threads its hardware line names)."""
+    if legs := card.get("legs"):
+        return sum(leg["hours"] * leg.get("threads", 1) for leg in legs)
+    threads = re.search(r"(\d+) threads", card.get("hardware", ""))
+    return card.get("training_seconds", 0.0) / 3600 * (int(threads[1]) if threads else 1)
 
 
 def leg_point(card: dict[str, Any], summaries: dict[str, dict], reference: bool = False) -> dict:

@@ -159,3 +159,39 @@ def test_index_has_confidence_and_the_sheet_shows_the_least_confident_first(tmp_
     shown = [float(x) for x in re.findall(r"confidence (\d\.\d\d)", review)]
     assert len(shown) == 3 and shown == sorted(shown), shown
     assert len(list((out / "contact").glob("*-after.jpg"))) == 3
+
+
+def test_lite_decoder_is_separable_where_the_grid_is_large_and_classic_loads_as_shipped() -> None:
+    from models.chroma_unet import SeparableUpBlock
+    from models.unet import UpBlock
+
+    lite = build_model("chroma_unet", pretrained=False)
+    classic = build_model("chroma_unet", pretrained=False, decoder="classic")
+    assert [type(u) for u in lite.ups] == [UpBlock, SeparableUpBlock, SeparableUpBlock]
+    assert all(type(u) is UpBlock for u in classic.ups)
+    count = lambda m: sum(p.numel() for p in m.ups.parameters())  # noqa: E731
+    assert count(lite) < 0.6 * count(classic)
+    light, emb = torch.rand(2, 1, 64, 64), torch.randn(2, 1280)
+    assert lite.logits(light, emb).shape == classic.logits(light, emb).shape
+
+
+def test_adversarial_step_trains_the_discriminator_and_the_network() -> None:
+    torch.manual_seed(0)
+    model = build_model("chroma_unet", pretrained=False, adversarial_weight=0.5).train()
+    opts = model.optimizers(1e-3, 0.0)
+    assert set(opts) == {"model", "discriminator"}
+    in_model = {id(p) for g in opts["model"].param_groups for p in g["params"]}
+    assert not any(id(p) in in_model for p in model.discriminator.parameters())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    light = torch.rand(2, 1, 64, 64)
+    ab, mask = torch.rand(2, 2, 64, 64) * 0.4 - 0.2, torch.ones(2, 1, 64, 64)
+    losses = model.train_step(light, torch.randn(2, 1280), ab, mask, opts)
+    assert {"loss", "ce", "g_adversarial", "d_loss"} <= set(losses)
+    after = model.state_dict()
+    changed = lambda prefix: any(  # noqa: E731
+        not torch.equal(before[k], after[k]) for k in after if k.startswith(prefix)
+    )
+    assert changed("discriminator.") and changed("classify.") and changed("ups.")
+    model.eval()
+    with torch.no_grad():
+        assert model(light, torch.randn(2, 1280)).shape == (2, 2, 64, 64)  # D never runs here
