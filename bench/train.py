@@ -21,7 +21,8 @@ in one loader process beside it (``new_recipe_streamed_samples_s``): the data pa
 campaign leg runs it.
 Last line: JSON with the median, min and max of shipped_recipe_samples_s,
 new_recipe_samples_s, new_recipe_160_samples_s, speedup, loader_samples_s,
-new_recipe_streamed_samples_s and utilisation.
+new_recipe_streamed_samples_s and utilisation, and the frozen encoder blocks' seconds per
+step and share of the new recipe's step (what precomputing their maps could save).
 
     python bench/train.py --data DATA [--steps 20] [--warmup 3] [--repeats 3]
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -132,6 +134,23 @@ def streamed_rate(data: str, steps: int, warmup: int, batch_size: int, workers: 
     return n / (time.perf_counter() - t0)
 
 
+def frozen_share(data: list[dict], warmup: int) -> float:
+    """Seconds per step of the encoder's frozen blocks (strides 2 to 8, no gradient) at the
+    new recipe's resolution: what precomputing their maps in the feature shards could save."""
+    from models.backbones import lite0_encoder, lite0_features
+    from models.training import _training_view
+
+    encoder = lite0_encoder(True).eval().to(memory_format=torch.channels_last)
+    views = [_training_view(b, torch.device("cpu"), RECIPES["new"]["resolution"])[0] for b in data]
+    with torch.no_grad():
+        for light in views[:warmup]:
+            lite0_features(encoder, light, stages=3)
+        t0 = time.perf_counter()
+        for light in views[warmup:]:
+            lite0_features(encoder, light, stages=3)
+    return (time.perf_counter() - t0) / len(views[warmup:])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True, help="dataset root with efficientnet-lite0 features")
@@ -168,6 +187,8 @@ def main() -> None:
                 flush=True,
             )
     speedups = [n / s for n, s in zip(rates["new"], rates["shipped"], strict=True)]
+    frozen = [frozen_share(data, args.warmup) for _ in range(args.repeats)]
+    step = args.batch_size / statistics.median(rates["new"])
     result = {
         "hardware": hardware(),
         "threads": torch.get_num_threads(),
@@ -184,6 +205,8 @@ def main() -> None:
             f"{w}_loader_workers": summary(v, 2) for w, v in streamed.items()
         },
         "utilisation": {name: summary(u, 2) for name, u in use.items()},
+        "frozen_encoder_s_per_step": summary(frozen, 4),
+        "frozen_encoder_share_of_new_step": round(statistics.median(frozen) / step, 3),
     }
     print(json.dumps(result))
 

@@ -85,6 +85,47 @@ def soft_encode(
     return target.view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
+#: a*b* values the candidate table covers: every integer of [-128, 127] on each axis
+TABLE_RANGE = 256
+#: candidates kept per integer a*b* beyond the neighbours asked for: a pixel lies within 0.71
+#: of its integer point, so its true nearest bins are among the point's few nearest
+SPARE_CANDIDATES = 4
+
+
+def candidate_table(centres: torch.Tensor, neighbours: int = 5) -> torch.Tensor:
+    """For every integer a*b* in [-128, 127]^2, its ``neighbours`` + :data:`SPARE_CANDIDATES`
+    nearest bins: (256 * 256, K) indices, so that :func:`soft_targets` measures a pixel's
+    distance to a handful of bins instead of to every bin."""
+    axis = torch.arange(TABLE_RANGE, dtype=torch.float32) - TABLE_RANGE // 2
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+    k = min(neighbours + SPARE_CANDIDATES, len(centres))
+    return torch.cdist(grid, centres.float().cpu()).topk(k, dim=1, largest=False).indices
+
+
+def soft_targets(
+    ab: torch.Tensor,
+    centres: torch.Tensor,
+    table: torch.Tensor,
+    neighbours: int = 5,
+    sigma: float = 5.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`soft_encode` in sparse form: each pixel's ``neighbours`` nearest bins (B, K, H, W,
+    nearest first) and their Gaussian weights (B, K, H, W), found among the candidates that
+    ``table`` (:func:`candidate_table`) keeps for the pixel's integer a*b*."""
+    half = TABLE_RANGE // 2
+    q = ab.detach().round().long().clamp(-half, half - 1) + half
+    cell = (q[:, 0] * TABLE_RANGE + q[:, 1]).reshape(-1)
+    cand = table.to(ab.device)[cell]  # (N, C)
+    pixels = _pixels(ab)
+    dist2 = ((centres[cand] - pixels[:, None, :]) ** 2).sum(-1)  # (N, C)
+    d2, pick = dist2.topk(neighbours, dim=1, largest=False)
+    idx = cand.gather(1, pick)
+    weights = torch.softmax(-d2 / (2 * sigma**2), dim=1)
+    b, _, h, w = ab.shape
+    shape = lambda t: t.view(b, h, w, -1).permute(0, 3, 1, 2)  # noqa: E731
+    return shape(idx), shape(weights)
+
+
 def annealed_mean(logits: torch.Tensor, centres: torch.Tensor, temperature: float) -> torch.Tensor:
     """Decode class logits (B, Q, H, W) to a*b* (B, 2, H, W): the mean of the distribution
     sharpened by ``temperature`` (1 = the mean, towards 0 = the mode)."""

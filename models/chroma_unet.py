@@ -255,11 +255,19 @@ class ChromaUNet(Colorizer):
         target_ab = ab_bins.downsample(ab, size) * AB_SCALE
         real = ab_bins.downsample(mask, size)[:, 0]
         cfg = self.config
-        target = ab_bins.soft_encode(target_ab, self.centres, cfg.neighbours, cfg.sigma)
-        weight = real * self.class_weights[target.argmax(1)]
-        ce = -(target * torch.log_softmax(logits.float(), dim=1)).sum(1)
+        idx, weights = ab_bins.soft_targets(
+            target_ab, self.centres, self._candidates(), cfg.neighbours, cfg.sigma
+        )
+        ce = -(weights * torch.log_softmax(logits.float(), dim=1).gather(1, idx)).sum(1)
+        weight = real * self.class_weights[idx[:, 0]] if cfg.rebalance < 1.0 else real
         loss = (ce * weight).sum() / real.sum().clamp_min(1.0)
         return _Terms(logits, loss, target_ab / AB_SCALE, real[:, None])
+
+    def _candidates(self) -> torch.Tensor:
+        """The bins' candidate table for soft encoding (built once; not part of the weights)."""
+        if getattr(self, "_table", None) is None:
+            self._table = ab_bins.candidate_table(self.centres, self.config.neighbours)
+        return self._table
 
     def _mean(self, logits: torch.Tensor) -> torch.Tensor:
         """The (uncorrected) distribution's mean a*b*/128 on the quarter grid."""

@@ -195,3 +195,21 @@ def test_adversarial_step_trains_the_discriminator_and_the_network() -> None:
     model.eval()
     with torch.no_grad():
         assert model(light, torch.randn(2, 1280)).shape == (2, 2, 64, 64)  # D never runs here
+
+
+def test_sparse_soft_targets_match_the_dense_encoding() -> None:
+    """The candidate table's sparse targets give the dense soft encoding's nearest bin on
+    every pixel and its weights to within near-ties of the fifth neighbour."""
+    from models import ab_bins
+
+    torch.manual_seed(1)
+    model = build_model("chroma_unet", pretrained=False)
+    ab = (torch.rand(6, 2, 24, 24) - 0.5) * 200
+    ab[:3] *= 0.15  # near-neutral pixels, where most of a photograph is
+    dense = ab_bins.soft_encode(ab, model.centres, 5, 5.0)
+    idx, weights = ab_bins.soft_targets(ab, model.centres, model._candidates(), 5, 5.0)
+    assert idx.shape == weights.shape == (6, 5, 24, 24)
+    assert torch.equal(dense.argmax(1), idx[:, 0])
+    sparse = torch.zeros_like(dense).scatter_(1, idx, weights)
+    off = (sparse - dense).abs().amax(1)
+    assert off.max() < 0.02 and (off > 1e-4).float().mean() < 0.01
