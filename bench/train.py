@@ -2,8 +2,9 @@
 the campaign's recipe, on real feature shards, in one process on this machine's cores.
 
 - shipped: ``chroma_unet`` with the ``classic`` decoder (3x3 convolutions at strides 8 and 4,
-  128 channels), 160 px, batch 16, contiguous (NCHW) tensors, cross entropy: how the shipped
-  flagship (2026-12-02) was trained;
+  128 channels), 160 px, batch 16, contiguous (NCHW) tensors, cross entropy on dense soft
+  targets, AdamW unfused: the step the shipped flagship (2026-12-02) was trained with
+  (:func:`shipped_step`, its objective as it was then);
 - new: the ``lite`` decoder (depthwise-separable at strides 8 and 4), channels-last, 128 px,
   batch 16, cross entropy plus the quarter-grid adversarial term (its discriminator's step
   included);
@@ -80,6 +81,25 @@ def loader_rate(data: str, count: int, batch_size: int, resolution: int) -> floa
     return n / (time.perf_counter() - t0)
 
 
+def shipped_step(model, light, embedding, ab, mask, opts) -> None:
+    """The shipped recipe's step as its code ran it: dense soft-encoded targets over every bin
+    (distances to all bins, a top-k) and the cross entropy summed over them."""
+    from models import ab_bins
+    from models.blocks import AB_SCALE
+
+    logits = model.logits(light, embedding)
+    size = logits.shape[-2:]
+    target_ab = ab_bins.downsample(ab, size) * AB_SCALE
+    real = ab_bins.downsample(mask, size)[:, 0]
+    target = ab_bins.soft_encode(target_ab, model.centres, 5, 5.0)
+    weight = real * model.class_weights[target.argmax(1)]
+    ce = -(target * torch.log_softmax(logits.float(), dim=1)).sum(1)
+    loss = (ce * weight).sum() / real.sum().clamp_min(1.0)
+    opts["model"].zero_grad(set_to_none=True)
+    loss.backward()
+    opts["model"].step()
+
+
 def time_recipe(name: str, data: list[dict], warmup: int) -> tuple[float, float]:
     """Samples/s and CPU utilisation of ``name``'s training steps over ``data``."""
     from models.registry import build_model
@@ -88,9 +108,17 @@ def time_recipe(name: str, data: list[dict], warmup: int) -> tuple[float, float]
     r = RECIPES[name]
     torch.manual_seed(0)
     model = build_model("chroma_unet", decoder=r["decoder"], adversarial_weight=r["adv"])
-    opts = model.optimizers(1e-3, 1e-4)
     model.set_encoder_trainable(True)
-    opts["model"].add_param_group({"params": model.encoder_parameters(), "lr": 1e-4})
+    if name == "shipped":  # AdamW as it was built then: unfused
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        opts = {"model": torch.optim.AdamW(trainable, 1e-3, weight_decay=1e-4, fused=False)}
+
+        def step(*batch) -> None:
+            shipped_step(model, *batch)
+
+    else:
+        opts = model.optimizers(1e-3, 1e-4)
+        step = model.train_step
     model.train()
     layout = torch.channels_last if r["channels_last"] else torch.contiguous_format
     model = model.to(memory_format=layout)
@@ -99,10 +127,10 @@ def time_recipe(name: str, data: list[dict], warmup: int) -> tuple[float, float]
         light, ab, mask = _training_view(b, torch.device("cpu"), r["resolution"])
         views.append((light.contiguous(memory_format=layout), b["embedding"], ab, mask))
     for light, emb, ab, mask in views[:warmup]:
-        model.train_step(light, emb, ab, mask, opts)
+        step(light, emb, ab, mask, opts)
     cpu0, t0 = time.process_time(), time.perf_counter()
     for light, emb, ab, mask in views[warmup:]:
-        model.train_step(light, emb, ab, mask, opts)
+        step(light, emb, ab, mask, opts)
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     samples = sum(len(v[0]) for v in views[warmup:])
     return samples / wall, cpu / (wall * torch.get_num_threads())
