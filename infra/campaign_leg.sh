@@ -15,7 +15,7 @@ D=${D:-/tmp/data/mix}
 B=${B:-/tmp/data/bsds}
 CK=${CK:-$HOME/koala-campaign}
 LEG_MINUTES=${LEG_MINUTES:-80}
-EVAL_LIMIT=${EVAL_LIMIT:-500}
+EVAL_LIMIT=${EVAL_LIMIT:-200}
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 mkdir -p "$CK"
 out=$(.venv/bin/koala train --data "$D" --models chroma_unet --resume --checkpoint-dir "$CK" \

@@ -111,6 +111,7 @@ def plot_curve(curve: list[dict], png: str) -> str:
                     label=f"{ref['version'].split('@')[0]} shipped, {name}",
                 )
         ax.axhline(target, color="k", ls=":", lw=1, label="target")
+        ax.set_xlim(left=0)
         ax.set_xlabel("training CPU-hours (wall hours x threads)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
