@@ -393,6 +393,8 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, float], int, str | No
                 break  # validation first: a leg or budget ends at the next step
             if why := _why_stop(run):
                 return totals, count, why
+            if time.perf_counter() - run.last_checkpoint > cfg.checkpoint_minutes * 60:
+                _checkpoint(run)
     return totals, count, None
 
 
@@ -424,14 +426,12 @@ def _step(run: _Run, b: dict) -> dict[str, float]:
 
 
 def _why_stop(run: _Run) -> str | None:
-    """ "budget" or "leg" when that time ran out; a checkpoint when one is due."""
+    """Why the epoch must end now: "budget" or "leg" when that time ran out, else None."""
     now = time.perf_counter()
     if run.budget and now - run.started > run.budget:
         return "budget"
     if run.cfg.leg_minutes and now - run.leg_started > run.cfg.leg_minutes * 60:
         return "leg"
-    if now - run.last_checkpoint > run.cfg.checkpoint_minutes * 60:
-        _checkpoint(run)
     return None
 
 
