@@ -41,27 +41,32 @@ from skimage.color import lab2rgb, rgb2lab
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+import scan_printers  # noqa: E402
+
 from koala.images import DEFAULT_LIMITS, colour_evidence  # noqa: E402
 
-RECIPE = "monochrome-set-v2"
-SCAN_SIDE = 960  #: long side of every built scan (sources are resized to it)
-#: where real images come from: (label, repository, folder inside it, path filter)
+RECIPE = "monochrome-set-v3"
+SCAN_SIDE = 960  #: long side of every built print (sources are resized to it)
+LEE_GWANG = "lee-gwang+Image_Colorization_For_Historical_Image"
+#: where real images come from: (label, repository, folder inside it, path filter, every k-th)
 MIRROR_SOURCES = (
-    ("monochrome", "piddnad+DDColor", "assets/test_images/", ""),
-    (
-        "colour",
-        "lee-gwang+Image_Colorization_For_Historical_Image",
-        "Hint-based Colorization/Demo/img/",
-        "",
-    ),
-    (
-        "colour",
-        "lee-gwang+Image_Colorization_For_Historical_Image",
-        "Automatic Colorization/imgs/",
-        ".jpg",
-    ),
-    ("monochrome", "Dawars+colorization_benchmark", "", ""),
-)
+    ("monochrome", "piddnad+DDColor", "assets/test_images/", "", 1),
+    ("colour", LEE_GWANG, "Hint-based Colorization/Demo/img/", "", 1),
+    ("colour", LEE_GWANG, "Automatic Colorization/imgs/", ".jpg", 1),
+    ("colour", "MachineLearning2020+Homework3-PACS", "PACS/photo/", "", 8),
+    ("colour", "thunderInfy+imagenette", "val/", "", 16),
+    ("colour", "q878787+imagewoof2-320", "val/", "", 40),
+    ("monochrome", "Dawars+colorization_benchmark", "", "", 1),
+)  # fmt: skip
+#: real historic scans for the check on unseen material: jantic/DeOldify's test images as of
+#: this commit (MIT), all monochrome prints (gray or toned, some on their mounts) but the four
+#: ``Faded*`` files (colorized outputs, not scans)
+REAL_SCANS = ("jantic+DeOldify", "64495c33", "test_images/", "Faded")
+#: case types: (label, name); each colour source makes one colour item, every other one a
+#: monochrome item too
+COLOUR_CASES = ("colour", "colour_surround", "dominant_tint", "faded", "hand_tinted")
+MONO_CASES = ("toned", "toned_surround")
 TONES = {  # (dark, mid, light) RGB of the print's tone ramp
     "neutral": ((0.06, 0.06, 0.06), (0.5, 0.5, 0.5), (0.95, 0.95, 0.94)),
     "sepia": ((0.17, 0.11, 0.06), (0.54, 0.42, 0.27), (0.96, 0.9, 0.78)),
@@ -96,7 +101,7 @@ class Source:
 class Item:
     id: str
     label: str  #: "monochrome" or "colour"
-    category: str  #: tone (monochrome) or fade (colour)
+    category: str  #: the case type (COLOUR_CASES, MONO_CASES, "historic")
     split: str
     source: str
     defects: list[str] = field(default_factory=list)
@@ -119,7 +124,7 @@ def _git_image(git_dir: Path, path: str):
 def mirror_sources(mirror: Path, recipe: tuple = MIRROR_SOURCES) -> tuple[list[Source], list[str]]:
     """Images of the fetched repositories; also the repositories that are missing."""
     found, missing = [], []
-    for label, repo, folder, suffix in recipe:
+    for label, repo, folder, suffix, every in recipe:
         git_dir = mirror / repo / "repo"
         if (git_dir / ".git").is_dir():
             git_dir = git_dir / ".git"
@@ -132,7 +137,7 @@ def mirror_sources(mirror: Path, recipe: tuple = MIRROR_SOURCES) -> tuple[list[S
             text=True,
             check=True,
         )
-        for path in sorted(names.stdout.splitlines()):
+        for path in sorted(names.stdout.splitlines())[::every]:
             low = path.lower()
             if (
                 path.startswith(folder)
@@ -167,10 +172,10 @@ def bsds_sources(bsds: Path) -> list[Source]:
     return out
 
 
-def scan_size(img: Image.Image) -> np.ndarray:
-    """Float RGB in [0, 1], resized so that its long side is ``SCAN_SIDE``."""
+def scan_size(img: Image.Image, side: int = SCAN_SIDE) -> np.ndarray:
+    """Float RGB in [0, 1], resized so that its long side is ``side``."""
     w, h = img.size
-    k = SCAN_SIDE / max(w, h)
+    k = side / max(w, h)
     img = img.resize((round(w * k), round(h * k)), Image.Resampling.LANCZOS)
     return np.asarray(img, dtype=np.float64) / 255.0
 
@@ -385,9 +390,11 @@ STEPS = {
 }
 
 
-def make_monochrome(img: Image.Image, tone: str, rng: np.random.Generator) -> tuple:
+def make_monochrome(
+    img: Image.Image, tone: str, rng: np.random.Generator, side: int = SCAN_SIDE
+) -> tuple:
     """A toned, aged monochrome print of ``img`` and the defects it got."""
-    rgb = scan_size(img)
+    rgb = scan_size(img, side)
     gray = rgb2lab(rgb)[..., 0] / 100.0
     gray = np.clip((gray - 0.5) * rng.uniform(0.7, 1.05) + 0.5 + rng.uniform(-0.05, 0.05), 0, 1)
     defects = [d for d in DEFECTS if rng.random() < 0.4]
@@ -398,9 +405,11 @@ def make_monochrome(img: Image.Image, tone: str, rng: np.random.Generator) -> tu
     return np.clip(out, 0, 1), defects
 
 
-def make_colour(img: Image.Image, fade: str, rng: np.random.Generator) -> tuple:
+def make_colour(
+    img: Image.Image, fade: str, rng: np.random.Generator, side: int = SCAN_SIDE
+) -> tuple:
     """A colour photograph as it is or faded; some with cracks and foxing as well."""
-    rgb = scan_size(img)
+    rgb = scan_size(img, side)
     if fade != "original":
         lab = rgb2lab(rgb)
         k = {"autochrome": (0.25, 0.45), "fade70s": (0.35, 0.6), "mild": (0.6, 0.85)}[fade]
@@ -421,40 +430,81 @@ def make_colour(img: Image.Image, fade: str, rng: np.random.Generator) -> tuple:
 
 
 def plan(sources: list[Source]) -> list[tuple[Item, Source]]:
-    """Which items are made from which source (deterministic)."""
+    """Which items are made from which source (deterministic): each colour photograph makes
+    one colour item (the case types in turn) and every other one a monochrome print too; each
+    historic scan is used as it is and in one tone."""
     out, tones = [], list(TONES)
-    for i, src in enumerate(sources):
-        base = src.name.replace("/", "_")
-        split = split_of(src.name)
-        if src.label == "colour":
-            bsds = src.name.startswith("bsds")
-            fades = [FADES[i % 4]] if bsds else ["original", FADES[1 + i % 3]]
-            out += [(Item(f"c_{base}_{f}", "colour", f, split, src.name), src) for f in fades]
-            if src.name.startswith("bsds"):  # the same picture as an aged monochrome print
-                tone = tones[i % 5]
-                out.append((Item(f"m_{base}_{tone}", "monochrome", tone, split, src.name), src))
-        else:
-            out.append((Item(f"m_{base}_asis", "monochrome", "historic", split, src.name), src))
-            for tone in (tones[i % 5], tones[(i + 2) % 5], tones[(i + 4) % 5]):
-                out.append((Item(f"m_{base}_{tone}", "monochrome", tone, split, src.name), src))
+    colour = [s for s in sources if s.label == "colour"]
+    for i, src in enumerate(colour):
+        base, split = src.name.replace("/", "_"), split_of(src.name)
+        case = COLOUR_CASES[i % len(COLOUR_CASES)]
+        out.append((Item(f"c_{base}_{case}", "colour", case, split, src.name), src))
+        if i % 2 == 0:
+            case = MONO_CASES[(i // 2) % len(MONO_CASES)]
+            item = Item(f"m_{base}_{case}", "monochrome", case, split, src.name)
+            item.defects = [tones[(i // 4) % len(tones)]]
+            out.append((item, src))
+    for i, src in enumerate(s for s in sources if s.label == "monochrome"):
+        base, split = src.name.replace("/", "_"), split_of(src.name)
+        out.append((Item(f"m_{base}_asis", "monochrome", "historic", split, src.name), src))
+        item = Item(f"m_{base}_toned", "monochrome", "historic", split, src.name)
+        item.defects = [tones[i % len(tones)]]
+        out.append((item, src))
     return out
 
 
-def build_item(item: Item, src: Source, folder: Path) -> None:
+def print_item(
+    item: Item, img: Image.Image, rng: np.random.Generator, side: int = SCAN_SIDE
+) -> tuple[np.ndarray, list[str]]:
+    """The scan of ``item`` made from the photograph ``img`` and what it got."""
+    case = item.category
+    if case == "historic" and not item.defects:
+        return scan_size(img, side), []
+    if item.label == "monochrome":
+        rgb, got = make_monochrome(img, item.defects[0], rng, side)
+        got = [item.defects[0], *got]
+        if case == "toned_surround":
+            rgb, extra = scan_printers.in_surround(rgb, rng)
+            got += extra
+        return rgb, got
+    if case == "faded":
+        fade = FADES[1 + int(rng.integers(3))]
+        rgb, got = make_colour(img, fade, rng, side)
+        return rgb, [fade, *got]
+    if case == "dominant_tint":
+        rgb, cast = scan_printers.dominant_tint(scan_size(img, side), rng)
+        return rgb, [cast]
+    if case == "hand_tinted":
+        tone = ("neutral", "sepia", "selenium")[int(rng.integers(3))]
+        gray, _ = make_monochrome(img, tone, rng, side)
+        return scan_printers.hand_tint(gray, scan_size(img, side), rng), [tone]
+    fade = "mild" if rng.random() < 0.3 else "original"
+    rgb, got = make_colour(img, fade, rng, side)
+    if case == "colour_surround":
+        rgb, extra = scan_printers.in_surround(rgb, rng)
+        got += extra
+    return rgb, [fade, *got]
+
+
+def is_gray(img: Image.Image) -> bool:
+    """A 'colour' source that is really gray (some collections hold a few): not usable."""
+    small = np.asarray(img.convert("RGB").reduce(max(1, max(img.size) // 128)), dtype=np.int16)
+    return float(np.percentile(np.ptp(small, axis=2), 99)) < 6
+
+
+def build_item(item: Item, src: Source, folder: Path) -> bool:
+    """Print ``item`` into ``folder`` as JPEG (quality 60-95); False for a gray colour source."""
     rng = np.random.default_rng(zlib.crc32(item.id.encode()))
     img = src.load()
-    if item.category == "historic":
-        rgb = scan_size(img)
-        item.defects = []
-    elif item.label == "monochrome":
-        rgb, item.defects = make_monochrome(img, item.category, rng)
-    else:
-        rgb, item.defects = make_colour(img, item.category, rng)
+    if item.label == "colour" and is_gray(img):
+        return False
+    rgb, item.defects = print_item(item, img, rng)
     quality = int(rng.integers(60, 96))
     path = folder / f"{item.id}.jpg"
     tmp = path.with_suffix(".part")
     Image.fromarray((rgb * 255 + 0.5).astype(np.uint8)).save(tmp, "JPEG", quality=quality)
     tmp.replace(path)
+    return True
 
 
 def build_set(out: Path, mirror: Path, bsds: Path, rebuild: bool) -> tuple[list[Item], dict]:
@@ -469,8 +519,8 @@ def build_set(out: Path, mirror: Path, bsds: Path, rebuild: bool) -> tuple[list[
     out.mkdir(parents=True, exist_ok=True)
     items = []
     for item, src in plan(sources):
-        build_item(item, src, out)
-        items.append(item)
+        if build_item(item, src, out):
+            items.append(item)
     used = sorted({s.licence for s in sources})
     desc = {"used": used, "missing": missing, "n_sources": len(sources)}
     tmp = manifest.with_suffix(".part")
@@ -481,23 +531,70 @@ def build_set(out: Path, mirror: Path, bsds: Path, rebuild: bool) -> tuple[list[
     return items, desc
 
 
+def judge_one(rgb: Image.Image) -> dict:
+    """The shipped decision on one picture, its time on this thread, and what the colour judge
+    (the CNN) alone would say of it."""
+    import torch
+
+    from koala.colour_judge import monochrome_probability
+    from koala.monochrome import judge_view, measure
+
+    t0 = time.perf_counter()
+    ev = colour_evidence(rgb, DEFAULT_LIMITS)
+    ms = (time.perf_counter() - t0) * 1000
+    cnn = float(monochrome_probability(torch.from_numpy(judge_view(measure(rgb)))[None])[0])
+    cnn_said = "monochrome" if cnn >= DEFAULT_LIMITS.monochrome_probability else "colour"
+    return {
+        "score": ev.score,
+        "said": "colour" if ev.is_colour else "monochrome",
+        "stage": ev.stage,
+        "uncertain": ev.uncertain,
+        "cnn_alone": cnn_said,
+        "ms": ms,
+        "detail": ev.detail,
+    }
+
+
 def judge(items: list[Item], folder: Path) -> list[dict]:
     """Run the shipped decision on every item; one row per item."""
     rows = []
-    for item in items:
+    for n, item in enumerate(items, 1):
         rgb = Image.open(folder / f"{item.id}.jpg").convert("RGB")
-        t0 = time.perf_counter()
-        ev = colour_evidence(rgb, DEFAULT_LIMITS)
-        ms = (time.perf_counter() - t0) * 1000
-        rows.append(
-            {
-                **item.__dict__,
-                "score": ev.score,
-                "said": "colour" if ev.is_colour else "monochrome",
-                "ms": ms,
-                "detail": ev.detail,
-            }
+        rows.append({**item.__dict__, **judge_one(rgb)})
+        if n % 200 == 0:
+            print(f"{n}/{len(items)} judged", file=sys.stderr, flush=True)
+    return rows
+
+
+def real_scans(mirror: Path) -> list[dict]:
+    """The decision on the real historic scans (:data:`REAL_SCANS`), if fetched."""
+    repo, commit, folder, skip = REAL_SCANS
+    git_dir = mirror / repo / "repo"
+    git_dir = git_dir / ".git" if (git_dir / ".git").is_dir() else git_dir
+    if not git_dir.exists():
+        return []
+    names = subprocess.run(
+        ["git", f"--git-dir={git_dir}", "ls-tree", "-r", commit, "--name-only", folder],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    rows = []
+    for path in names:
+        if skip in path or not path.lower().endswith((".jpg", ".jpeg", ".png")):
+            continue
+        got = subprocess.run(
+            ["git", f"--git-dir={git_dir}", "show", f"{commit}:{path}"], capture_output=True
         )
+        try:
+            img = Image.open(io.BytesIO(got.stdout))
+            img.load()
+        except Exception:
+            continue  # a blob the snapshot left out (4 MiB or more)
+        row = {"id": Path(path).name, "label": "monochrome", "category": "real_scan"}
+        if img.mode in ("L", "LA", "I;16", "1"):
+            row.update(said="monochrome", stage="gray mode", uncertain=False, score=0.0)
+        else:
+            row.update(judge_one(img.convert("RGB")))
+        rows.append(row)
     return rows
 
 
@@ -527,21 +624,37 @@ def tuned_threshold(rows: list[dict]) -> float:
     return max(cuts, key=quality)
 
 
-def per_category(rows: list[dict]) -> dict:
-    """Share judged right per category (tone / fade) and, for monochrome, per defect."""
+def per_case(rows: list[dict]) -> dict:
+    """Per case type: items, share judged right, share uncertain, and for the case's label the
+    precision and recall of "monochrome" within (the case's items against all the other
+    label's items, so that a precision is defined for colour cases too)."""
     out: dict = {}
-    keys = {(r["label"], r["category"]) for r in rows}
-    keys |= {
-        ("monochrome", "+" + d) for r in rows if r["label"] == "monochrome" for d in r["defects"]
-    }
-    for label, cat in sorted(keys):
-        sel = [
-            r
-            for r in rows
-            if r["label"] == label
-            and (r["category"] == cat or (cat.startswith("+") and cat[1:] in r["defects"]))
-        ]
-        out[f"{label}:{cat}"] = round(sum(r["said"] == label for r in sel) / len(sel), 4)
+    for case in sorted({r["category"] for r in rows}):
+        sel = [r for r in rows if r["category"] == case]
+        label = sel[0]["label"]
+        others = [r for r in rows if r["label"] != label]
+        out[case] = {
+            "label": label,
+            "n": len(sel),
+            "right": round(sum(r["said"] == label for r in sel) / len(sel), 4),
+            "uncertain": round(sum(bool(r.get("uncertain")) for r in sel) / len(sel), 4),
+            **{k: v for k, v in precision_recall(sel + others).items() if k != "n"},
+        }
+    return out
+
+
+def stage_shares(rows: list[dict]) -> dict:
+    """Which step of the cascade settled how many items, and how often it was right."""
+    out = {}
+    for stage in sorted({r["stage"] for r in rows}):
+        sel = [r for r in rows if r["stage"] == stage]
+        right = sum(r["said"] == r["label"] for r in sel)
+        ms = [r["ms"] for r in sel if "ms" in r]
+        out[stage] = {
+            "share": round(len(sel) / len(rows), 4),
+            "right": round(right / len(sel), 4),
+            "ms_median": round(float(np.median(ms)), 2) if ms else None,
+        }
     return out
 
 
@@ -568,7 +681,7 @@ def main() -> None:
     rows = judge(items, args.out)
     wrong = [r for r in rows if r["said"] != r["label"]]
     writer = csv.writer(sys.stdout)
-    writer.writerow(["id", "label", "category", "split", "defects", "score", "detail"])
+    writer.writerow(["id", "label", "case", "split", "defects", "score", "stage", "detail"])
     for r in wrong:
         writer.writerow(
             [
@@ -578,40 +691,47 @@ def main() -> None:
                 r["split"],
                 "+".join(r["defects"]),
                 f"{r['score']:.4f}",
+                r["stage"],
                 r["detail"],
             ]
         )
     tune = [r for r in rows if r["split"] == "tune"]
     held = [r for r in rows if r["split"] == "held"]
     ms = np.array([r["ms"] for r in rows])
+    real = real_scans(args.mirror)
     limits = {
         k: v for k, v in DEFAULT_LIMITS.__dict__.items() if k not in ("min_side", "max_pixels")
     }
-    print(
-        json.dumps(
-            {
-                "recipe": RECIPE,
-                "counts": {
-                    lab: sum(r["label"] == lab for r in rows) for lab in ("monochrome", "colour")
-                },
-                "tune": precision_recall(tune),
-                "held": precision_recall(held),
-                "all": precision_recall(rows),
-                "per_category": per_category(rows),
-                "thresholds": limits,
-                "tune_optimal_score_cut": round(tuned_threshold(tune), 5),
-                "held_at_even_odds": precision_recall(
-                    held, lambda r: "colour" if r["score"] > 0.5 else "monochrome"
-                ),
-                "judge": judge_card(),
-                "ms_per_image": {
-                    "median": round(float(np.median(ms)), 2),
-                    "p95": round(float(np.percentile(ms, 95)), 2),
-                },
-                "sources": sources,
-            }
-        )
-    )
+    result = {
+        "recipe": RECIPE,
+        "counts": {lab: sum(r["label"] == lab for r in rows) for lab in ("monochrome", "colour")},
+        "tune": precision_recall(tune),
+        "held": precision_recall(held),
+        "all": precision_recall(rows),
+        "per_case": per_case(rows),
+        "stages": stage_shares(rows),
+        "cnn_alone": precision_recall(rows, lambda r: r["cnn_alone"]),
+        "cascade_vs_cnn_alone_disagree": sum(r["said"] != r["cnn_alone"] for r in rows),
+        "uncertain": {
+            "share": round(sum(r["uncertain"] for r in rows) / len(rows), 4),
+            "wrong_caught": f"{sum(r['uncertain'] for r in wrong)}/{len(wrong)}",
+        },
+        "real_scans": {
+            "n": len(real),
+            "called_monochrome": sum(r["said"] == "monochrome" for r in real),
+            "uncertain": sum(bool(r.get("uncertain")) for r in real),
+            "called_colour": sorted(r["id"] for r in real if r["said"] == "colour"),
+        },
+        "thresholds": limits,
+        "tune_optimal_score_cut": round(tuned_threshold(tune), 5),
+        "judge": judge_card(),
+        "ms_per_image": {
+            "median": round(float(np.median(ms)), 2),
+            "p95": round(float(np.percentile(ms, 95)), 2),
+        },
+        "sources": sources,
+    }
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -1,17 +1,18 @@
 """Recipe for the shipped colour judge (``koala/colour_judge.safetensors``).
 
-Training pictures are made on the fly by ``bench/monochrome.py``'s printers, from the TUNE half of
-its sources only (BSDS500 train/val, piddnad/DDColor, lee-gwang/...; never a held-out collection):
-half are colour photographs (as they are, mildly faded, 1970s fade, autochrome-like; some cracked,
-foxed or noisy), half monochrome prints (as scanned, or toned and aged with stains, foxing, cracks,
-ink notes, stamps, colour bars, chroma noise, fringing). Seeds start at 10,000,000 so no training
-picture is one of the calibration set's. The judge is then scored on the whole calibration set;
-its HELD half was never seen in any form. Prints progress per epoch, then one JSON line.
+Training pictures are made on the fly by ``bench/monochrome.py``'s printers (recipe v3), from
+the TUNE half of its sources only (never a held-out collection), plus colour photographs in no
+half of the set (BernieChen96/ImageClassification ``JPEGImages/``, every 10th image of
+thunderInfy/imagenette ``train/``): half colour (as they are, in a surround, under one dominant
+cast, faded, hand-tinted), half monochrome (toned and aged with stains, foxing, cracks, ink,
+stamps, colour bars, noise, fringing; or the same in a surround: margins, mounts, rounded, torn
+and cracked edges, scanner bed, a target or ruler beside), printed at 480 px and saved as JPEG.
+Each goes through the cascade's own measures (``koala.monochrome.measure``) into the judge's
+96x96 view. Seeds start at 10,000,000 so no training picture is one of the calibration set's.
+Prints progress, then one JSON line.
 
     python bench/train_colour_judge.py [--pictures 8000] [--epochs 12] [--out PATH] [--pool NPZ]
-        [--set /tmp/koala-monochrome] [--mirror /work/.mirror] [--bsds ../shared/datasets/bsds500]
-
-About 10 min to make 6000 pictures and 45 s an epoch on 2 CPU cores.
+        [--workers 2] [--mirror /work/.mirror] [--bsds ../shared/datasets/bsds500]
 """
 
 from __future__ import annotations
@@ -33,16 +34,20 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 import monochrome as printers  # noqa: E402
 
-from koala.colour_judge import JUDGE_SIDE, JUDGE_WEIGHTS, ColourJudge, save_judge  # noqa: E402
-from koala.images import judge_view  # noqa: E402
+from koala.colour_judge import JUDGE_WEIGHTS, ColourJudge, save_judge  # noqa: E402
+from koala.monochrome import judge_view, measure  # noqa: E402
 
-RECIPE = "colour-judge-v1"
+RECIPE = "colour-judge-v2"
+PRINT_SIDE = 480  #: training prints are made at this long side (the judge looks at 192 px)
 SEED0 = 10_000_000  #: training seeds start here, far from the calibration set's
 _SOURCES: list = []
 
 
 #: colour photographs that are in no half of the calibration set (people, vehicles, streets)
-EXTRA_SOURCES = (("colour", "BernieChen96+ImageClassification", "JPEGImages/", ".jpg"),)
+EXTRA_SOURCES = (
+    ("colour", "BernieChen96+ImageClassification", "JPEGImages/", ".jpg", 1),
+    ("colour", "thunderInfy+imagenette", "train/", "", 10),
+)
 MONO_SHARE = 0.05  #: how often a real monochrome scan (DDColor) is the source
 
 
@@ -61,33 +66,42 @@ def _init(mirror: Path, bsds: Path) -> None:
 
 
 def make_picture(seed: int) -> tuple[np.ndarray, int]:
-    """One training picture as the judge sees it (5, side, side) and its label (1 = mono)."""
+    """One training picture as the judge sees it (5, side, side) and its label (1 = mono):
+    half colour (the calibration set's colour case types in turn), half monochrome (toned,
+    toned in a surround, or a real historic scan as it is or toned), printed at
+    :data:`PRINT_SIDE` and saved as JPEG first."""
     rng = np.random.default_rng(SEED0 + seed)
     mono = [s for s in _SOURCES if s.label == "monochrome"]
     colour = [s for s in _SOURCES if s.label == "colour"]
-    pool = mono if rng.random() < MONO_SHARE else colour
-    src = pool[rng.integers(len(pool))]
-    img = src.load()
-    if src.label == "colour" and rng.random() < 0.5:
-        fade = rng.choice(printers.FADES, p=[0.3, 0.25, 0.25, 0.2])
-        rgb, _ = printers.make_colour(img, str(fade), rng)
-        label = 0
-    elif src.label == "monochrome" and rng.random() < 0.3:
-        rgb, label = printers.scan_size(img), 1
-    else:
-        rgb, _ = printers.make_monochrome(img, str(rng.choice(list(printers.TONES))), rng)
+    historic = rng.random() < MONO_SHARE
+    src = (mono if historic else colour)[rng.integers(len(mono if historic else colour))]
+    tone = str(rng.choice(list(printers.TONES)))
+    if historic:
+        item = printers.Item("", "monochrome", "historic", "", src.name, [tone] * (seed % 2))
         label = 1
+    elif rng.random() < 0.5:
+        case = str(rng.choice(printers.MONO_CASES))
+        item, label = printers.Item("", "monochrome", case, "", src.name, [tone]), 1
+    else:
+        item = printers.Item("", "colour", str(rng.choice(printers.COLOUR_CASES)), "", src.name)
+        label = 0
+    img = src.load()
+    if label == 0 and printers.is_gray(img):
+        item, label = printers.Item("", "monochrome", "toned", "", src.name, [tone]), 1
+    rgb, _ = printers.print_item(item, img, rng, PRINT_SIDE)
     buf = io.BytesIO()
     Image.fromarray((rgb * 255 + 0.5).astype(np.uint8)).save(
         buf, "JPEG", quality=int(rng.integers(60, 96))
     )
-    view = judge_view(Image.open(buf).convert("RGB"), JUDGE_SIDE)
+    view = judge_view(measure(Image.open(buf).convert("RGB")))
     return view.astype(np.float16), label
 
 
-def make_pictures(n: int, mirror: Path, bsds: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def make_pictures(
+    n: int, mirror: Path, bsds: Path, workers: int = 2
+) -> tuple[torch.Tensor, torch.Tensor]:
     views, labels = [], []
-    with Pool(2, initializer=_init, initargs=(mirror, bsds)) as pool:
+    with Pool(workers, initializer=_init, initargs=(mirror, bsds)) as pool:
         for i, (v, y) in enumerate(pool.imap(make_picture, range(n), chunksize=8)):
             views.append(v)
             labels.append(y)
@@ -130,6 +144,7 @@ def train(views: torch.Tensor, labels: torch.Tensor, epochs: int, batch: int = 6
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pictures", type=int, default=8000)
+    ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--out", type=Path, default=JUDGE_WEIGHTS)
     ap.add_argument("--pool", type=Path, help="keep (or reuse) the made pictures in this .npz")
@@ -141,11 +156,11 @@ def main() -> None:
         saved = np.load(args.pool)
         views, labels = torch.from_numpy(saved["views"]), torch.from_numpy(saved["labels"])
     else:
-        views, labels = make_pictures(args.pictures, args.mirror, args.bsds)
+        views, labels = make_pictures(args.pictures, args.mirror, args.bsds, args.workers)
         if args.pool:
             np.savez(args.pool, views=views.numpy(), labels=labels.numpy())
     model = train(views, labels, args.epochs)
-    extra = ", ".join(repo.replace("+", "/") for _, repo, _, _ in EXTRA_SOURCES)
+    extra = ", ".join(repo.replace("+", "/") for _, repo, *_ in EXTRA_SOURCES)
     meta = {
         "recipe": RECIPE,
         "pictures": args.pictures,

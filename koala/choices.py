@@ -11,6 +11,8 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp",
 #: the models' two square views: the encoder's (Lab, the colours) and the embedding's (gray)
 ENCODER_SIZE = 200
 EMBED_SIZE = 299
+JUDGE_SIDE = 96  #: the colour judge's view is JUDGE_SIDE x JUDGE_SIDE (koala/monochrome.py)
+JUDGE_CHANNELS = 5  #: L*, a*, b*, and a*, b* beyond the tint of each lightness
 #: concrete output formats and their file suffixes
 FORMATS = {"jpg": ".jpg", "png": ".png", "tiff": ".tif"}
 #: what ``--format`` accepts: ``auto`` keeps each input's format (see koala.outputs)
@@ -31,6 +33,9 @@ class ImageLimits:
     #: 0.5 because calling a colour photograph monochrome costs more (its colour is replaced)
     #: than leaving a print uncolorized (``--treat-as monochrome`` recovers it)
     monochrome_probability: float = 0.8
+    #: the judge's probabilities of "monochrome" in [low, high) are said to be uncertain: the
+    #: index flags them (``colour_uncertain``) and the contact sheet shows them first
+    uncertain_band: tuple[float, float] = (0.3, 0.95)
     #: a picture whose a*b* lie within this of one tint per lightness on 99% of its pixels is
     #: monochrome without asking the judge (2.3 Lab units: a just-noticeable difference)
     one_tint_spread: float = 2.3

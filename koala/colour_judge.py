@@ -1,9 +1,11 @@
 """The colour judge: a small CNN that tells a colour photograph from a monochrome print.
 
 Toned, stained, foxed, cracked, annotated and stamped monochrome prints carry colour that does
-not follow the picture; a faded colour photograph carries weak colour that does. The judge looks
-at a 192x192 view of the picture in CIE Lab plus its chroma beyond the lightness-conditional tint
-(see ``koala.images.judge_view``) and gives the probability that the picture is monochrome.
+not follow the picture; a faded or hand-tinted colour photograph carries weak colour that does.
+The last step of the monochrome cascade (``koala.monochrome``) asks the judge about the pictures
+its clear cases do not settle: it looks at a 96x96 view of the picture apart from its surround,
+in CIE Lab plus its chroma beyond the lightness-conditional tint (``koala.monochrome.judge_view``)
+and gives the probability that the picture is monochrome.
 
 Its weights ship with Koala (``koala/colour_judge.safetensors``, about 1 MB, never unpickled);
 ``bench/train_colour_judge.py`` is the recipe that made them and
@@ -21,10 +23,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from koala.choices import JUDGE_CHANNELS
 from koala.errors import KoalaError
 
-JUDGE_SIDE = 192  #: the judge's input is JUDGE_SIDE x JUDGE_SIDE
-JUDGE_CHANNELS = 5  #: L, a*, b*, and a*, b* beyond the tint of each lightness
 JUDGE_WEIGHTS = Path(__file__).with_name("colour_judge.safetensors")
 
 
@@ -79,7 +80,7 @@ def load_judge(path: str = str(JUDGE_WEIGHTS), fused: bool = True) -> ColourJudg
 def fuse_for_inference(model: ColourJudge) -> ColourJudge:
     """``model`` (eval mode) with each stage's batch norm fused into its convolution
     (PyTorch's ``fuse_conv_bn_eval``) and its weights channels-last: logits within 2e-6 of
-    the unfused judge, 8.1 against 5.0 ms per view on one CPU thread."""
+    the unfused judge, and faster on one CPU thread."""
     for stage in model.features:
         stage[0] = fuse_conv_bn_eval(stage[0], stage[1])
         stage[1] = nn.Identity()

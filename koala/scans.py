@@ -39,10 +39,12 @@ STRIP_ROWS = 256
 class HasColour(Exception):
     """The scan already carries real colour (``skipped_color`` unless treated as monochrome)."""
 
-    def __init__(self, evidence: ColourEvidence, width: int, height: int, mode: str):
+    def __init__(self, evidence: ColourEvidence, image: Image.Image, mode: str) -> None:
         super().__init__(evidence.detail)
         self.evidence = evidence
-        self.width, self.height, self.mode = width, height, mode
+        #: the 8-bit RGB view that was judged (for a thumbnail when the judge was unsure)
+        self.image = image
+        self.width, self.height, self.mode = image.width, image.height, mode
 
 
 @dataclass
@@ -91,7 +93,7 @@ def judge_colour(rgb: Image.Image, treat_as: str, limits: ImageLimits, mode: str
     photograph and ``treat_as`` is ``auto``, or ``treat_as`` is ``colour``."""
     evidence = colour_evidence(rgb, limits)
     if treat_as == "colour" or (treat_as == "auto" and evidence.is_colour):
-        raise HasColour(evidence, rgb.width, rgb.height, mode)
+        raise HasColour(evidence, rgb, mode)
     return evidence
 
 

@@ -52,6 +52,7 @@ INDEX_COLUMNS = [
     "ordinal",
     "colour_score",
     "colour_evidence",
+    "colour_uncertain",
     "confidence",
     "treated_as",
     "input_stamp",
@@ -59,7 +60,7 @@ INDEX_COLUMNS = [
 ]
 INDEX_DTYPES = {
     c: "Int64" if c in _INTS else "float64" if c in _FLOATS else "object" for c in INDEX_COLUMNS
-} | {"ordinal": "int64"}
+} | {"ordinal": "int64", "colour_uncertain": "boolean"}
 INDEX_SCHEMA = pa.schema(
     [
         (
@@ -68,6 +69,8 @@ INDEX_SCHEMA = pa.schema(
             if t in ("Int64", "int64")
             else pa.float64()
             if t == "float64"
+            else pa.bool_()
+            if t == "boolean"
             else pa.string(),
         )
         for c, t in INDEX_DTYPES.items()

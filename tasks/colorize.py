@@ -15,6 +15,7 @@ import copy
 import errno
 import hashlib
 import io
+import logging
 import posixpath
 import time
 from collections import Counter
@@ -81,6 +82,8 @@ from tasks.config import ColorizeConfig
 __all__ = ["INDEX_COLUMNS", "ColorizeConfig", "OutputError", "colorize_batch", "prepare_run"]
 #: OS errors on the output that end a run: retrying the next image cannot help
 FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+log = logging.getLogger(__name__)
 
 #: thumbnails for the contact sheet are kept for the first inputs of the collection
 SHEET_INPUTS = 24
@@ -233,6 +236,9 @@ def _read_input(row: dict, ref: InputRef, client, cfg: ColorizeConfig) -> Scan |
         row.update(status="skipped_color", reason=f"has colour: {col}", bit_depth=8)
         row.update(width=col.width, height=col.height, input_mode=col.mode)
         row.update(colour_score=col.evidence.score, colour_evidence=col.evidence.detail)
+        row.update(colour_uncertain=col.evidence.uncertain)
+        if col.evidence.uncertain:  # the contact sheet asks a person to look at it
+            _input_thumb(cfg.output, ref.key, col.image)
         return None
     except Exception as exc:  # never let one input crash the batch
         row.update(status="failed", reason=f"error: {one_line(exc)}")
@@ -241,7 +247,16 @@ def _read_input(row: dict, ref: InputRef, client, cfg: ColorizeConfig) -> Scan |
     row.update(bit_depth=scan.bit_depth, note=scan.note or None)
     if scan.colour is not None:
         row.update(colour_score=scan.colour.score, colour_evidence=scan.colour.detail)
+        row.update(colour_uncertain=scan.colour.uncertain)
     return scan
+
+
+def _input_thumb(output: str, key: str, image: Image.Image) -> None:
+    """The contact sheet's thumbnail of an input left alone; a failure only loses the picture."""
+    try:
+        storage.atomic_write_bytes(thumb_uris(output, key)[0], make_thumb(image))
+    except Exception as exc:
+        log.warning("no thumbnail for %s: %s", key, one_line(exc))
 
 
 def _fatal(exc: BaseException) -> bool:

@@ -19,6 +19,7 @@ import pandas as pd
 from PIL import Image
 
 from koala import storage
+from koala.choices import DEFAULT_LIMITS
 from koala.images import pil_guards
 from koala.uris import split_member_uri
 from tasks.colorize import THUMB, make_thumb, thumb_uris
@@ -188,6 +189,51 @@ def review_section(
     )
 
 
+def _uncertain_figure(output: str, r, root: str) -> str:
+    """One input the colour judge was unsure of: its thumbnail(s) and what was done."""
+    verdict = "judged monochrome: colorized" if r.status == "ok" else "judged colour: left alone"
+    label = f"{verdict} · colour score {r.colour_score:.2f} · "
+    if r.status == "ok" and _ensure_thumbs(output, r):
+        return _pair(output, r, root, label)
+    before = thumb_uris(output, r.key)[0]
+    if not storage.exists(before):
+        return ""
+    name = relative_name(r.input_uri, root)
+    return (
+        f"<figure class='pair'><div><figure class='half'><img src='"
+        f"{before[len(output.rstrip('/')) + 1 :]}' alt='input: {_attr(name)}'><figcaption>"
+        f"input</figcaption></figure></div><figcaption title='{_attr(r.input_uri)}'>"
+        f"{html.escape(label)}<b>{html.escape(name)}</b></figcaption></figure>"
+    )
+
+
+def uncertain_section(
+    output: str, index: pd.DataFrame, root: str, most: int = 2 * REVIEW_FIRST
+) -> str:
+    """ "Check these: colour or monochrome?": the inputs whose colour decision the judge was
+    unsure of (index column ``colour_uncertain``), nearest the cut first, with thumbnails."""
+    if "colour_uncertain" not in index:
+        return ""
+    flagged = index[index["colour_uncertain"].fillna(False).astype(bool)]
+    if flagged.empty:
+        return ""
+    cut = 1.0 - DEFAULT_LIMITS.monochrome_probability
+    order = (flagged["colour_score"] - cut).abs().sort_values().index
+    figures = "".join(
+        _uncertain_figure(output, r, root) for r in flagged.loc[order].head(most).itertuples()
+    )
+    return (
+        "<h2 id='check-colour'>Check these: colour or monochrome?</h2><p>The colour judge was "
+        f"unsure of {len(flagged)} input{'s' * (len(flagged) != 1)} (index column "
+        "<code>colour_uncertain</code>); each was decided by its best guess, shown here "
+        f"nearest the cut first ({_shown(min(most, len(flagged)), len(flagged))}). "
+        "A colour photograph judged monochrome has its colours replaced: rerun it with "
+        "<code>--treat-as colour</code>; a print left alone is colorized with "
+        "<code>--treat-as monochrome</code>.</p>"
+        f"<div class='grid'>{figures}</div>"
+    )
+
+
 def _sample_section(output: str, index: pd.DataFrame, root: str) -> str:
     """The before/after grid of the sampled results, with buttons sorting it by confidence."""
     ok = index[index["status"] == "ok"].sort_values("ordinal")
@@ -339,6 +385,7 @@ def write_contact_sheet(
 <p>{len(index)} inputs run with <b>{html.escape(model)}</b>. Outputs are machine-colorized
 and labelled as such in their metadata. Index: <code>index/</code> (Parquet). {where}</p>
 {_counts_table(index)}
+{uncertain_section(output, index, root)}
 {review_section(output, index, root=root)}
 {samples}
 {"".join(issues)}"""

@@ -59,6 +59,7 @@ RECORD_COLUMNS = [
     "bytes",
     "reencoded",
     "colour_score",
+    "colour_uncertain",
     "caption",
     "label",
     "seconds",
@@ -69,7 +70,7 @@ _INTS = ("width", "height", "orig_width", "orig_height", "bytes")
 _FLOATS = ("colour_score", "seconds")
 RECORD_DTYPES = {
     c: "Int64" if c in _INTS else "float64" if c in _FLOATS else "object" for c in RECORD_COLUMNS
-} | {"ordinal": "int64", "reencoded": "boolean"}
+} | {"ordinal": "int64", "reencoded": "boolean", "colour_uncertain": "boolean"}
 
 
 def chunk_fingerprint(inputs: list[InputRef], limits: ImageLimits) -> str:
@@ -129,6 +130,7 @@ def process_input(
         )
         evidence = colour_evidence(decoded.rgb, limits)
         rec["colour_score"] = evidence.score  # kept for monochrome rejections too
+        rec["colour_uncertain"] = evidence.uncertain
         if not evidence.is_colour:
             raise Rejected("monochrome", evidence.detail)
         rec["pixel_sha256"] = pixel_sha256(decoded.rgb)

@@ -129,10 +129,10 @@ def test_the_fused_judge_gives_the_trained_judges_probabilities() -> None:
     import torch
 
     from koala.colour_judge import load_judge
-    from koala.images import judge_view
+    from koala.monochrome import judge_view, measure
 
     pictures = [_print(1), _stamp(_print(2)), colour_photo(3, SIZE).convert("RGB")]
-    views = torch.from_numpy(np.stack([judge_view(p) for p in pictures]))
+    views = torch.from_numpy(np.stack([judge_view(measure(p)) for p in pictures]))
     fused, trained = load_judge(), load_judge(fused=False)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in trained.modules())
