@@ -59,9 +59,9 @@ MIRROR_SOURCES = (
     ("colour", "q878787+imagewoof2-320", "val/", "", 40),
     ("monochrome", "Dawars+colorization_benchmark", "", "", 1),
 )  # fmt: skip
-#: real historic scans for the check on unseen material: jantic/DeOldify's test images as of
-#: this commit (MIT), all monochrome prints (gray or toned, some on their mounts) but the four
-#: ``Faded*`` files (colorized outputs, not scans)
+#: real historic scans: jantic/DeOldify's test images as of this commit (MIT), all monochrome
+#: prints (gray or toned, some on their mounts) but the four ``Faded*`` files (colorized
+#: outputs, not scans); the tune half teaches the judge, the held half checks it
 REAL_SCANS = ("jantic+DeOldify", "64495c33", "test_images/", "Faded")
 #: case types: (label, name); each colour source makes one colour item, every other one a
 #: monochrome item too
@@ -566,8 +566,26 @@ def judge(items: list[Item], folder: Path) -> list[dict]:
     return rows
 
 
-def real_scans(mirror: Path) -> list[dict]:
-    """The decision on the real historic scans (:data:`REAL_SCANS`), if fetched."""
+def _git_blob(git_dir: Path, commit: str, path: str):
+    """A loader of one image of a repository at ``commit`` (None when the blob is missing:
+    the snapshot leaves out files of 4 MiB or more)."""
+
+    def load() -> Image.Image | None:
+        got = subprocess.run(["git", f"--git-dir={git_dir}", "show", f"{commit}:{path}"],
+                             capture_output=True)  # fmt: skip
+        try:
+            img = Image.open(io.BytesIO(got.stdout))
+            img.load()
+        except Exception:
+            return None
+        return img
+
+    return load
+
+
+def real_scan_sources(mirror: Path, split: str) -> list[Source]:
+    """The real historic scans (:data:`REAL_SCANS`) of one half (``tune``: the judge may learn
+    from them; ``held``: the check on real scans), if fetched; their loaders keep the mode."""
     repo, commit, folder, skip = REAL_SCANS
     git_dir = mirror / repo / "repo"
     git_dir = git_dir / ".git" if (git_dir / ".git").is_dir() else git_dir
@@ -577,19 +595,23 @@ def real_scans(mirror: Path) -> list[dict]:
         ["git", f"--git-dir={git_dir}", "ls-tree", "-r", commit, "--name-only", folder],
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
+    return [
+        Source(f"deoldify/{Path(p).stem}", "monochrome", _git_blob(git_dir, commit, p), repo)
+        for p in names
+        if skip not in p
+        and p.lower().endswith((".jpg", ".jpeg", ".png"))
+        and split_of(f"deoldify/{Path(p).stem}") == split
+    ]
+
+
+def real_scans(mirror: Path) -> list[dict]:
+    """The decision on the held half of the real historic scans."""
     rows = []
-    for path in names:
-        if skip in path or not path.lower().endswith((".jpg", ".jpeg", ".png")):
+    for src in real_scan_sources(mirror, "held"):
+        img = src.load()
+        if img is None:
             continue
-        got = subprocess.run(
-            ["git", f"--git-dir={git_dir}", "show", f"{commit}:{path}"], capture_output=True
-        )
-        try:
-            img = Image.open(io.BytesIO(got.stdout))
-            img.load()
-        except Exception:
-            continue  # a blob the snapshot left out (4 MiB or more)
-        row = {"id": Path(path).name, "label": "monochrome", "category": "real_scan"}
+        row = {"id": src.name, "label": "monochrome", "category": "real_scan"}
         if img.mode in ("L", "LA", "I;16", "1"):
             row.update(said="monochrome", stage="gray mode", uncertain=False, score=0.0)
         else:
@@ -676,6 +698,7 @@ def main() -> None:
     ap.add_argument("--mirror", type=Path, default=Path("/work/.mirror"))
     ap.add_argument("--bsds", type=Path, default=REPO.parent / "shared/datasets/bsds500")
     ap.add_argument("--rebuild", action="store_true")
+    ap.add_argument("--rows", type=Path, help="also write every row (and real scan) as JSON")
     args = ap.parse_args()
     items, sources = build_set(args.out, args.mirror, args.bsds, args.rebuild)
     rows = judge(items, args.out)
@@ -699,6 +722,8 @@ def main() -> None:
     held = [r for r in rows if r["split"] == "held"]
     ms = np.array([r["ms"] for r in rows])
     real = real_scans(args.mirror)
+    if args.rows:
+        args.rows.write_text(json.dumps({"rows": rows, "real": real}))
     limits = {
         k: v for k, v in DEFAULT_LIMITS.__dict__.items() if k not in ("min_side", "max_pixels")
     }

@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 import monochrome as printers  # noqa: E402
+import scan_printers  # noqa: E402
 
 from koala.colour_judge import JUDGE_WEIGHTS, ColourJudge, save_judge  # noqa: E402
 from koala.monochrome import judge_view, measure  # noqa: E402
@@ -41,6 +42,9 @@ RECIPE = "colour-judge-v2"
 PRINT_SIDE = 480  #: training prints are made at this long side (the judge looks at 192 px)
 SEED0 = 10_000_000  #: training seeds start here, far from the calibration set's
 _SOURCES: list = []
+_REAL: list = []
+_CACHE: dict = {}
+REAL_SEED = 1_000_000  #: seeds of the real-scan pictures start here (after SEED0)
 
 
 #: colour photographs that are in no half of the calibration set (people, vehicles, streets)
@@ -63,6 +67,56 @@ def training_sources(mirror: Path, bsds: Path) -> list:
 
 def _init(mirror: Path, bsds: Path) -> None:
     _SOURCES[:] = training_sources(mirror, bsds)
+    _REAL[:] = printers.real_scan_sources(mirror, "tune")
+
+
+def _real_scan(rng: np.random.Generator) -> np.ndarray:
+    """One of the tune half's real historic scans (cached at :data:`PRINT_SIDE`), cropped."""
+    while True:
+        src = _REAL[int(rng.integers(len(_REAL)))]
+        if src.name not in _CACHE:
+            img = src.load()
+            _CACHE[src.name] = (
+                None if img is None else printers.scan_size(img.convert("RGB"), PRINT_SIDE)
+            )
+        if _CACHE[src.name] is not None:
+            break
+    rgb = _CACHE[src.name]
+    h, w = rgb.shape[:2]
+    ch, cw = int(h * rng.uniform(0.7, 1.0)), int(w * rng.uniform(0.7, 1.0))
+    y, x = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
+    return rgb[y : y + ch, x : x + cw]
+
+
+def make_real_picture(seed: int) -> tuple[np.ndarray, int]:
+    """A training picture made from a real historic scan (label 1 = mono): as it is, or under
+    a global or gradual colour cast (scanner white balance, paper discolouration), or toned
+    again from its L*; a quarter of them in a surround."""
+    rng = np.random.default_rng(SEED0 + REAL_SEED + seed)
+    rgb = _real_scan(rng)
+    kind = rng.random()
+    if kind < 0.2:
+        tone = str(rng.choice(list(printers.TONES)))
+        rgb = printers.tone_ramp(printers.rgb2lab(rgb)[..., 0] / 100.0, tone, rng)
+    elif kind < 0.6:
+        lab = printers.rgb2lab(rgb)
+        cast = rng.normal(0, 2.5, 2) + printers.smooth_field(rng, *rgb.shape[:2])[
+            ..., None
+        ] * rng.normal(0, 4, 2)
+        lab[..., 1:] += cast
+        rgb = np.clip(printers.lab2rgb(lab), 0, 1)
+    if rng.random() < 0.25:
+        rgb, _ = scan_printers.in_surround(rgb, rng)
+    return _view(rgb, rng), 1
+
+
+def _view(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The judge's view of ``rgb`` after a JPEG round trip (quality 60-95)."""
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)).save(
+        buf, "JPEG", quality=int(rng.integers(60, 96))
+    )
+    return judge_view(measure(Image.open(buf).convert("RGB"))).astype(np.float16)
 
 
 def make_picture(seed: int) -> tuple[np.ndarray, int]:
@@ -89,20 +143,15 @@ def make_picture(seed: int) -> tuple[np.ndarray, int]:
     if label == 0 and printers.is_gray(img):
         item, label = printers.Item("", "monochrome", "toned", "", src.name, [tone]), 1
     rgb, _ = printers.print_item(item, img, rng, PRINT_SIDE)
-    buf = io.BytesIO()
-    Image.fromarray((rgb * 255 + 0.5).astype(np.uint8)).save(
-        buf, "JPEG", quality=int(rng.integers(60, 96))
-    )
-    view = judge_view(measure(Image.open(buf).convert("RGB")))
-    return view.astype(np.float16), label
+    return _view(rgb, rng), label
 
 
 def make_pictures(
-    n: int, mirror: Path, bsds: Path, workers: int = 2
+    n: int, mirror: Path, bsds: Path, workers: int = 2, maker=make_picture
 ) -> tuple[torch.Tensor, torch.Tensor]:
     views, labels = [], []
     with Pool(workers, initializer=_init, initargs=(mirror, bsds)) as pool:
-        for i, (v, y) in enumerate(pool.imap(make_picture, range(n), chunksize=8)):
+        for i, (v, y) in enumerate(pool.imap(maker, range(n), chunksize=8)):
             views.append(v)
             labels.append(y)
             if (i + 1) % 500 == 0:
@@ -111,8 +160,10 @@ def make_pictures(
 
 
 def train(views: torch.Tensor, labels: torch.Tensor, epochs: int, batch: int = 64) -> ColourJudge:
-    """AdamW with a one-cycle schedule; flips and quarter turns as augmentation."""
+    """AdamW with a one-cycle schedule; flips and quarter turns as augmentation; the classes
+    weighted equally (the real-scan pictures are all monochrome)."""
     torch.manual_seed(0)
+    balance = (labels == 0).sum() / (labels == 1).sum()  # weight of a monochrome picture
     gen = torch.Generator().manual_seed(0)
     model = ColourJudge().train()
     opt = torch.optim.AdamW(model.parameters(), 2e-3, weight_decay=1e-3)
@@ -126,7 +177,9 @@ def train(views: torch.Tensor, labels: torch.Tensor, epochs: int, batch: int = 6
             if torch.rand(1, generator=gen).item() < 0.5:
                 x = x.flip(3)
             x = torch.rot90(x, int(torch.randint(4, (1,), generator=gen)), (2, 3))
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), labels[idx])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                model(x), labels[idx], pos_weight=balance
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -141,9 +194,21 @@ def train(views: torch.Tensor, labels: torch.Tensor, epochs: int, batch: int = 6
     return model.eval()
 
 
+def _pool(path: Path | None, n: int, args, maker) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` pictures made by ``maker``, kept in (or reused from) the .npz at ``path``."""
+    if path and path.exists():
+        saved = np.load(path)
+        return torch.from_numpy(saved["views"]), torch.from_numpy(saved["labels"])
+    views, labels = make_pictures(n, args.mirror, args.bsds, args.workers, maker)
+    if path:
+        np.savez(path, views=views.numpy(), labels=labels.numpy())
+    return views, labels
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pictures", type=int, default=8000)
+    ap.add_argument("--real-pictures", type=int, default=2500)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--out", type=Path, default=JUDGE_WEIGHTS)
@@ -152,21 +217,28 @@ def main() -> None:
     ap.add_argument("--bsds", type=Path, default=REPO.parent / "shared/datasets/bsds500")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    if args.pool and args.pool.exists():
-        saved = np.load(args.pool)
-        views, labels = torch.from_numpy(saved["views"]), torch.from_numpy(saved["labels"])
-    else:
-        views, labels = make_pictures(args.pictures, args.mirror, args.bsds, args.workers)
-        if args.pool:
-            np.savez(args.pool, views=views.numpy(), labels=labels.numpy())
+    made = [
+        _pool(pool, n, args, maker)
+        for pool, n, maker in (
+            (args.pool, args.pictures, make_picture),
+            (
+                args.pool and args.pool.with_name(args.pool.stem + "-real.npz"),
+                args.real_pictures,
+                make_real_picture,
+            ),
+        )
+        if n
+    ]
+    views, labels = (torch.cat([m[k] for m in made]) for k in (0, 1))
     model = train(views, labels, args.epochs)
     extra = ", ".join(repo.replace("+", "/") for _, repo, *_ in EXTRA_SOURCES)
     meta = {
         "recipe": RECIPE,
         "pictures": args.pictures,
+        "real_scan_pictures": args.real_pictures,
         "epochs": args.epochs,
         "seed0": SEED0,
-        "sources": f"tune half of bench/monochrome.py's sources + {extra}",
+        "sources": f"tune half of bench/monochrome.py's sources and real scans + {extra}",
         "set_recipe": printers.RECIPE,
     }
     save_judge(model, args.out, meta)
