@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 import scan_printers  # noqa: E402
+from scan_printers import add_cracks, draw_mask  # noqa: E402
 
 from koala.images import DEFAULT_LIMITS, colour_evidence  # noqa: E402
 
@@ -214,14 +215,6 @@ def blob(rng: np.random.Generator, h: int, w: int, area: float) -> tuple[np.ndar
     return inside, tide
 
 
-def draw_mask(h: int, w: int, lines: list, width: int) -> np.ndarray:
-    canvas = Image.new("L", (w, h), 0)
-    draw = ImageDraw.Draw(canvas)
-    for pts in lines:
-        draw.line([tuple(p) for p in pts], fill=255, width=width, joint="curve")
-    return np.asarray(canvas, dtype=np.float64) / 255.0
-
-
 def paint(rgb: np.ndarray, mask: np.ndarray, colour, alpha: float = 1.0) -> np.ndarray:
     """Multiply-blend an ink/dye of ``colour`` into ``rgb`` where ``mask`` is set."""
     m = (mask * alpha)[..., None]
@@ -250,23 +243,6 @@ def add_foxing(rgb, rng):
         spot = rng.uniform(0.3, 0.9) * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * r * r))
         spots[y0:y1, x0:x1] = np.maximum(spots[y0:y1, x0:x1], spot)
     return paint(rgb, spots, (0.7, 0.45, 0.2))
-
-
-def add_cracks(rgb, rng):
-    """Cracks and scratches through the emulsion, showing white or cream paper."""
-    h, w = rgb.shape[:2]
-    lines = []
-    for _ in range(rng.integers(3, 14)):
-        p = np.array([rng.uniform(0, w), rng.uniform(0, h)])
-        step, pts = rng.uniform(0, 2 * np.pi), [p.copy()]
-        for _ in range(rng.integers(5, 40)):
-            step += rng.normal(0, 0.5)
-            p += rng.uniform(4, 15) * np.array([np.cos(step), np.sin(step)])
-            pts.append(p.copy())
-        lines.append(pts)
-    mask = draw_mask(h, w, lines, int(rng.integers(1, 5)))
-    paper = np.array((0.97, 0.95, 0.88)) if rng.random() < 0.6 else np.array((0.99, 0.99, 0.98))
-    return rgb * (1 - mask[..., None]) + paper * mask[..., None]
 
 
 def add_ink(rgb, rng):

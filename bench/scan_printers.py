@@ -10,7 +10,9 @@
 - :func:`dominant_tint`: a colour photograph under one dominant cast (haze, sand, sunset, snow,
   glass and sky, green shade) with its other hues weakened but present.
 
-All take and return float RGB arrays in [0, 1] and draw from the given ``rng`` only.
+It also holds the crack printer (:func:`add_cracks`) and :func:`draw_mask`, which
+``bench/monochrome.py``'s aged prints use too. All take and return float RGB arrays in [0, 1]
+and draw from the given ``rng`` only.
 """
 
 from __future__ import annotations
@@ -41,6 +43,31 @@ TARGET = np.array(
     [(0.8, 0.1, 0.1), (0.95, 0.55, 0.1), (0.95, 0.9, 0.1), (0.1, 0.6, 0.2), (0.1, 0.7, 0.8),
      (0.1, 0.2, 0.7), (0.75, 0.1, 0.6), (0.95, 0.95, 0.95), (0.5, 0.5, 0.5), (0.1, 0.1, 0.1)]
 )  # fmt: skip
+
+
+def draw_mask(h: int, w: int, lines: list, width: int) -> np.ndarray:
+    canvas = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(canvas)
+    for pts in lines:
+        draw.line([tuple(p) for p in pts], fill=255, width=width, joint="curve")
+    return np.asarray(canvas, dtype=np.float64) / 255.0
+
+
+def add_cracks(rgb, rng):
+    """Cracks and scratches through the emulsion, showing white or cream paper."""
+    h, w = rgb.shape[:2]
+    lines = []
+    for _ in range(rng.integers(3, 14)):
+        p = np.array([rng.uniform(0, w), rng.uniform(0, h)])
+        step, pts = rng.uniform(0, 2 * np.pi), [p.copy()]
+        for _ in range(rng.integers(5, 40)):
+            step += rng.normal(0, 0.5)
+            p += rng.uniform(4, 15) * np.array([np.cos(step), np.sin(step)])
+            pts.append(p.copy())
+        lines.append(pts)
+    mask = draw_mask(h, w, lines, int(rng.integers(1, 5)))
+    paper = np.array((0.97, 0.95, 0.88)) if rng.random() < 0.6 else np.array((0.99, 0.99, 0.98))
+    return rgb * (1 - mask[..., None]) + paper * mask[..., None]
 
 
 def _pad(rgb: np.ndarray, widths: tuple[int, int, int, int], colour) -> np.ndarray:
@@ -159,8 +186,6 @@ def in_surround(rgb: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, 
         out[fibre] = out[fibre] * 0.2 + 0.8 * np.array((0.98, 0.97, 0.93))
         got.append("torn")
     if rng.random() < 0.3:
-        from monochrome import add_cracks  # the calibration set's crack printer
-
         band = np.ones((ph, pw), dtype=bool)
         band[int(ph * 0.15) : int(ph * 0.85), int(pw * 0.15) : int(pw * 0.85)] = False
         cracked = add_cracks(out, rng)
