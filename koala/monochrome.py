@@ -171,8 +171,8 @@ def colour_evidence(rgb: Image.Image, limits: ImageLimits = DEFAULT_LIMITS) -> C
     cracked, stamped, annotated, in its surround), with the evidence; ``score`` is the
     probability that it is a colour photograph."""
     m = measure(rgb)
-    share = off_tint_share(m)
     if max(rgb.size) < limits.judge_min_side:
+        share = off_tint_share(m)
         return ColourEvidence(
             share,
             share >= limits.min_colour_fraction,
@@ -183,6 +183,7 @@ def colour_evidence(rgb: Image.Image, limits: ImageLimits = DEFAULT_LIMITS) -> C
     if spread < limits.one_tint_spread:
         detail = f"one tint: 99% of the picture within {spread:.1f} of it"
         return ColourEvidence(0.0, False, detail, stage="one tint")
+    share = off_tint_share(m)  # not needed for a picture of one tint
     families = hue_families(m)
     if families >= HUE_FAMILIES and share >= MANY_HUES_AREA:
         detail = f"many hues: {families} hue families, {share:.0%} of the picture off one tint"
