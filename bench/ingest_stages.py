@@ -36,11 +36,9 @@ STAGES = ("sha256", "decode", "thumbnail", "surround", "tint", "clear_cases", "j
 def one_pass(datas: list[bytes]) -> tuple[dict[str, float], dict[str, int], list[float]]:
     """Milliseconds per image of each stage over ``datas`` in order (one thread), how many
     images each step of the cascade settled, and each image's whole-judge milliseconds."""
-    import torch
-
     from koala import monochrome as mono
-    from koala.colour_judge import monochrome_probability
     from koala.images import DEFAULT_LIMITS, colour_evidence, decode_image, pixel_sha256
+    from koala.judge_runtime import monochrome_probability
     from koala.surround import picture_mask
 
     spent = dict.fromkeys(STAGES, 0.0)
@@ -66,7 +64,7 @@ def one_pass(datas: list[bytes]) -> tuple[dict[str, float], dict[str, int], list
         settled[ev.stage] = settled.get(ev.stage, 0) + 1
         t0 = time.perf_counter()
         if ev.stage == "judge":  # the CNN's share: only the ambiguous pictures reach it
-            monochrome_probability(torch.from_numpy(mono.judge_view(m))[None])
+            monochrome_probability(mono.judge_view(m)[None])
         marks.append(marks[-1] + time.perf_counter() - t0)
         t0 = time.perf_counter()
         pixel_sha256(rgb)

@@ -510,15 +510,13 @@ def build_set(out: Path, mirror: Path, bsds: Path, rebuild: bool) -> tuple[list[
 def judge_one(rgb: Image.Image) -> dict:
     """The shipped decision on one picture, its time on this thread, and what the colour judge
     (the CNN) alone would say of it."""
-    import torch
-
-    from koala.colour_judge import monochrome_probability
+    from koala.judge_runtime import monochrome_probability
     from koala.monochrome import judge_view, measure
 
     t0 = time.perf_counter()
     ev = colour_evidence(rgb, DEFAULT_LIMITS)
     ms = (time.perf_counter() - t0) * 1000
-    cnn = float(monochrome_probability(torch.from_numpy(judge_view(measure(rgb)))[None])[0])
+    cnn = float(monochrome_probability(judge_view(measure(rgb))[None])[0])
     cnn_said = "monochrome" if cnn >= DEFAULT_LIMITS.monochrome_probability else "colour"
     return {
         "score": ev.score,

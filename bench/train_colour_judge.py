@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import monochrome as printers  # noqa: E402
 import scan_printers  # noqa: E402
 
-from koala.colour_judge import JUDGE_WEIGHTS, ColourJudge, save_judge  # noqa: E402
+from koala.colour_judge import JUDGE_WEIGHTS, ColourJudge, export_onnx, save_judge  # noqa: E402
 from koala.monochrome import judge_view, measure  # noqa: E402
 
 RECIPE = "colour-judge-v2"
@@ -242,7 +242,8 @@ def main() -> None:
         "set_recipe": printers.RECIPE,
     }
     save_judge(model, args.out, meta)
-    print(json.dumps({**meta, "weights": str(args.out)}))
+    graph = export_onnx(args.out, args.out.with_suffix(".onnx"))  # what inference runs
+    print(json.dumps({**meta, "weights": str(args.out), "graph": str(graph)}))
 
 
 if __name__ == "__main__":

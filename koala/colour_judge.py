@@ -14,6 +14,7 @@ Its weights ship with Koala (``koala/colour_judge.safetensors``, about 1 MB, nev
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -21,10 +22,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from koala.choices import JUDGE_CHANNELS
+from koala.choices import JUDGE_CHANNELS, JUDGE_SIDE
 from koala.errors import KoalaError
+from koala.judge_runtime import JUDGE_ONNX
 
 JUDGE_WEIGHTS = Path(__file__).with_name("colour_judge.safetensors")
 
@@ -65,30 +66,43 @@ def save_judge(model: ColourJudge, path: Path, meta: dict) -> None:
 
 
 @lru_cache(maxsize=2)
-def load_judge(path: str = str(JUDGE_WEIGHTS), fused: bool = True) -> ColourJudge:
-    """The shipped judge in eval mode (loaded once per process); ``fused``: made lean for
-    inference (:func:`fuse_for_inference`)."""
+def load_judge(path: str = str(JUDGE_WEIGHTS)) -> ColourJudge:
+    """The trained judge in eval mode, from its safetensors (loaded once per process)."""
     try:
         state = load_file(path)
         model = ColourJudge()
         model.load_state_dict(state)
     except Exception as exc:  # a missing or damaged file is an installation fault
         raise KoalaError(f"colour judge weights {path!r} cannot be loaded: {exc}") from None
-    return fuse_for_inference(model.eval()) if fused else model.eval()
+    return model.eval()
 
 
-def fuse_for_inference(model: ColourJudge) -> ColourJudge:
-    """``model`` (eval mode) with each stage's batch norm fused into its convolution
-    (PyTorch's ``fuse_conv_bn_eval``) and its weights channels-last: logits within 2e-6 of
-    the unfused judge, and faster on one CPU thread."""
-    for stage in model.features:
-        stage[0] = fuse_conv_bn_eval(stage[0], stage[1])
-        stage[1] = nn.Identity()
-    return model.to(memory_format=torch.channels_last)
+def weights_digest(path: Path = JUDGE_WEIGHTS) -> str:
+    """SHA-256 of the judge's safetensors: the ONNX graph records the weights it was made from."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def monochrome_probability(views: torch.Tensor) -> torch.Tensor:
-    """P(monochrome) for a batch of judge views (B, 5, H, W)."""
-    views = views.float().contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        return torch.sigmoid(load_judge()(views))
+def export_onnx(weights: Path = JUDGE_WEIGHTS, out: Path = JUDGE_ONNX) -> Path:
+    """Write the judge of ``weights`` as the ONNX graph that inference runs
+    (``koala.judge_runtime``), batch size free, with the weights' digest in its metadata."""
+    import onnx  # the export needs onnx and onnxscript (``pip install .[bench]``)
+
+    model = load_judge(str(weights))
+    side = JUDGE_SIDE
+    example = (torch.zeros(1, JUDGE_CHANNELS, side, side),)
+    program = torch.onnx.export(
+        model,
+        example,
+        input_names=["views"],
+        output_names=["logits"],
+        dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+        dynamo=True,
+        optimize=True,
+    )
+    graph = program.model_proto
+    entry = graph.metadata_props.add()
+    entry.key, entry.value = "weights_sha256", weights_digest(weights)
+    tmp = out.with_suffix(".tmp")
+    onnx.save(graph, str(tmp))
+    tmp.replace(out)
+    return out

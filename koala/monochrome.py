@@ -11,7 +11,8 @@ colour photograph alone; ``build-dataset`` keeps only colour photographs for tra
 4. Clear cases end here: within a just-noticeable difference of one tint everywhere
    (``one tint``); or strong colour off the tint in several distinct hues over much of the
    picture (``many hues``).
-5. The ambiguous rest goes to the colour judge, a small CNN (``koala.colour_judge``) that
+5. The ambiguous rest goes to the colour judge, a small CNN (``koala.colour_judge``,
+   run by ONNX Runtime: ``koala.judge_runtime``) that
    looks at where the off-tint colour is and whether it follows the picture (stains, foxing,
    stamps, ink, colour bars and cracks do not; faded or hand-tinted colour does). Its
    probability near the cut is said out loud: ``uncertain``.
@@ -20,6 +21,7 @@ colour photograph alone; ``build-dataset`` keeps only colour photographs for tra
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -65,9 +67,10 @@ class Measures:
     picture: np.ndarray  #: (H, W) bool, the photograph apart from its surround
     residual: np.ndarray  #: (H, W, 2) a*b* minus the tint of each pixel's lightness
 
-    @property
+    @cached_property
     def distance(self) -> np.ndarray:
-        return np.hypot(self.residual[..., 0], self.residual[..., 1])
+        """(H, W) each pixel's departure from the tint (Lab units), measured once."""
+        return cv2.magnitude(self.residual[..., 0], self.residual[..., 1])
 
 
 def thumbnail_lab(rgb: Image.Image, side: int = THUMB_SIDE) -> np.ndarray:
@@ -124,7 +127,12 @@ def measure(rgb: Image.Image) -> Measures:
 
 def one_tint_spread(m: Measures) -> float:
     """How far (Lab units) the 99th-percentile picture pixel departs from one tint."""
-    return float(np.percentile(m.distance[m.picture], 99))
+    inside = m.distance[m.picture]
+    at = 0.99 * (inside.size - 1)  # NumPy's linear percentile, by partition instead of a sort
+    lo = int(at)
+    hi = min(lo + 1, inside.size - 1)
+    low, high = np.partition(inside, (lo, hi))[[lo, hi]].astype(np.float64)
+    return float(low + (high - low) * (at - lo))
 
 
 def off_tint_share(m: Measures) -> float:
@@ -192,11 +200,9 @@ def colour_evidence(rgb: Image.Image, limits: ImageLimits = DEFAULT_LIMITS) -> C
 
 
 def _ask_judge(m: Measures, share: float, limits: ImageLimits) -> ColourEvidence:
-    import torch  # not at import: the CLI checks inputs before anything heavy loads
+    from koala.judge_runtime import monochrome_probability  # loads onnxruntime: not at import
 
-    from koala.colour_judge import monochrome_probability
-
-    mono = float(monochrome_probability(torch.from_numpy(judge_view(m))[None])[0])
+    mono = float(monochrome_probability(judge_view(m)[None])[0])
     low, high = limits.uncertain_band
     uncertain = low <= mono < high
     detail = (

@@ -1,0 +1,51 @@
+"""The colour judge at inference: its ONNX graph run by ONNX Runtime on one CPU thread.
+
+The judge is trained in PyTorch (``koala.colour_judge``); what every ingest and colorize worker
+runs is the same network exported to ``koala/colour_judge.onnx`` (``export_onnx``), which
+ONNX Runtime fuses and runs in about half the time of PyTorch's eager mode, without importing
+torch. The graph records the digest of the safetensors it was made from; the tests check that
+the two agree, weights and probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from koala.errors import KoalaError
+
+JUDGE_ONNX = Path(__file__).with_name("colour_judge.onnx")
+
+
+@lru_cache(maxsize=2)
+def judge_session(path: str = str(JUDGE_ONNX)):  # -> onnxruntime.InferenceSession
+    """The judge's inference session, made once per process: one thread, no spinning (many
+    workers each run their own)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors only: no notices on a default run
+    try:
+        return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # a missing or damaged file is an installation fault
+        raise KoalaError(f"colour judge graph {path!r} cannot be loaded: {exc}") from None
+
+
+def graph_metadata(path: str = str(JUDGE_ONNX)) -> dict:
+    """The graph's metadata (``weights_sha256``: the safetensors it was exported from)."""
+    meta = judge_session(path).get_modelmeta().custom_metadata_map
+    return {k: (json.loads(v) if v.startswith("{") else v) for k, v in meta.items()}
+
+
+def monochrome_probability(views: np.ndarray) -> np.ndarray:
+    """P(monochrome) for a batch of judge views (B, 5, H, W) float32."""
+    session = judge_session()
+    name = session.get_inputs()[0].name
+    (logits,) = session.run(None, {name: np.ascontiguousarray(views, dtype=np.float32)})
+    return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
