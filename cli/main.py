@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import sys
@@ -94,31 +93,25 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _ensure_prefect_api() -> None:
-    """Without a configured Prefect server, start one temporary local server for this command
-    and export its URL, so that Dask worker processes report to it instead of each starting
-    their own."""
-    from prefect.settings import PREFECT_API_URL
-
-    if PREFECT_API_URL.value():
-        return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    typer.echo(
-        "starting a temporary Prefect server (about 10 s; export the local stack's "
-        "PREFECT_API_URL to skip this)",
-        err=True,
-    )
-    server = SubprocessASGIServer()
-    server.start()
-    os.environ["PREFECT_API_URL"] = server.api_url
-    atexit.register(server.stop)
+def _prepare_environment(scheduler: str | None) -> str | None:
+    """The Prefect API (found or started only now, after the command's checks passed); a
+    ``--scheduler`` becomes the configured one. Returns the local stack's Dask scheduler when
+    the stack is up."""
+    api = _connect_prefect()
+    api.ready()
+    _use_scheduler(scheduler)
+    return api.dask
 
 
-def _prepare_environment(scheduler: str | None) -> None:
-    """The Prefect API (started only now, after the command's checks passed); a
-    ``--scheduler`` becomes the configured one."""
-    _ensure_prefect_api()
+def _connect_prefect():  # -> infra.prefect_api.PrefectApi
+    """The configured Prefect server, the local stack's, or a temporary one starting in the
+    background (:meth:`PrefectApi.ready` waits for it)."""
+    from infra.prefect_api import connect
+
+    return connect(lambda line: typer.echo(line, err=True))
+
+
+def _use_scheduler(scheduler: str | None) -> None:
     if scheduler:
         os.environ["KOALA_DASK_ADDRESS"] = scheduler
         from koala.settings import get_settings
@@ -208,8 +201,9 @@ def preprocess_cmd(
 
         dataset_shards(data)
         load_backbone(backbone, weights)  # fail fast on a missing or mismatched checkpoint
-        _prepare_environment(scheduler)
-        flow = preprocess.with_options(task_runner=dask_runner(scheduler, workers))
+        stack_dask = _prepare_environment(scheduler)
+        runner = dask_runner(scheduler or stack_dask, workers)
+        flow = preprocess.with_options(task_runner=runner)
         result = call_with(flow, params)
     except KoalaError as exc:
         _fail(str(exc))
@@ -295,22 +289,42 @@ def colorize_cmd(
         params["registry"] = resolve_registry(registry)
         cfg = pick(ColorizeConfig, params)
         refs, plan, card, index = prepare_run(input, cfg)  # fail fast, before torch is imported
-        if not plan_batches(refs, plan, index, card, cfg):
-            _nothing_to_do(input, output, refs, card, index)
+        todo = plan_batches(refs, plan, index, card, cfg)
+        if not todo:
+            _nothing_to_do(input, refs, card, index, cfg)
             return
         from tasks.colorize import verified_card
 
         verified_card(params["registry"], params["model"])  # the weights load
+        api = _connect_prefect()  # a temporary server starts while the model is made ready
         params["model"] = f"{card['name']}@{card['version']}"  # the version checked, pinned
-        _prepare_environment(scheduler)
+        images = sum(len(b) for b in todo)
+        cfg = pick(ColorizeConfig, params)
+        runner = _colorize_runner(images, scheduler, workers, api.dask, cfg)
+        api.ready()
+        _use_scheduler(scheduler)
         from flows.colorize import colorize_archive
-        from infra.runners import dask_runner
 
-        flow = colorize_archive.with_options(task_runner=dask_runner(scheduler, workers))
+        flow = colorize_archive.with_options(task_runner=runner)
         result = _outcome(call_with(flow, params, return_state=True))
     except KoalaError as exc:
         _fail(str(exc))
     _print_outcome(result)
+
+
+def _colorize_runner(images: int, scheduler, workers, stack_dask, cfg: ColorizeConfig):
+    """The task runner of a colorize run (``infra.runners.colorize_runner``); a run in this
+    process gets its model loaded now, while the Prefect server starts."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from infra.runners import colorize_runner
+
+    runner = colorize_runner(images, scheduler, workers, stack_dask)
+    if isinstance(runner, ThreadPoolTaskRunner):
+        from tasks.colorize import ready_colorizer
+
+        ready_colorizer(cfg)
+    return runner
 
 
 def _print_outcome(result: dict) -> None:
@@ -324,18 +338,20 @@ def _print_outcome(result: dict) -> None:
     typer.echo(outcome_line(result["counts"], result["new"]))
 
 
-def _nothing_to_do(source: str, output: str, refs: list, card: dict, index) -> None:
+def _nothing_to_do(source: str, refs: list, card: dict, index, cfg: ColorizeConfig) -> None:
     """Every input is done with this model version: the summary from the index, without
     starting Prefect or Dask (a run would do nothing)."""
     from koala import storage
     from tasks.colorize_plan import run_rows, run_summary
 
-    spec, rows = f"{card['name']}@{card['version']}", run_rows(index, refs, card)
+    output = cfg.output
+    spec, rows = f"{card['name']}@{card['version']}", run_rows(index, refs, card, cfg.saturation)
     sheet = storage.join(output, "contact_sheet.html")
     if not storage.exists(sheet):  # a run stopped before writing it
-        from tasks.contact_sheet import write_contact_sheet
+        from tasks.contact_sheet import sheet_settings, write_contact_sheet
 
-        sheet = write_contact_sheet(output, rows, spec, collection=source)
+        settings = sheet_settings(cfg)
+        sheet = write_contact_sheet(output, rows, spec, collection=source, settings=settings)
     result = run_summary(output, spec, rows, sheet, new=0)
     _print_outcome(result)
 

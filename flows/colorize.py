@@ -26,7 +26,7 @@ from tasks.colorize import (
     run_summary,
 )
 from tasks.config import ColorizeConfig
-from tasks.contact_sheet import write_contact_sheet
+from tasks.contact_sheet import sheet_settings, write_contact_sheet
 
 colorize_task = stage(colorize_blocks, "colorize-batches", retries=1)
 
@@ -89,8 +89,8 @@ def colorize_archive(
     if errors:
         return Failed(message=f"{errors[0]}; the batches done are kept, rerun to resume")
     index = compact_index(output)
-    mine = run_rows(index, refs, card)
-    sheet = write_contact_sheet(output, mine, spec, collection=input)
+    mine = run_rows(index, refs, card, cfg.saturation)
+    sheet = write_contact_sheet(output, mine, spec, collection=input, settings=sheet_settings(cfg))
     result = run_summary(output, spec, mine, sheet, n_todo)
     log.info("%s; contact sheet %s", outcome_line(result["counts"], n_todo), sheet)
     publish_colorize(result)

@@ -58,6 +58,21 @@ def dask_runner(address: str | None = None, workers: int | None = None) -> TaskR
     )
 
 
+def colorize_runner(
+    images: int, address: str | None, workers: int | None, stack_dask: str | None = None
+) -> TaskRunner:
+    """The runner of a colorize run of ``images`` inputs: in this process (Prefect's thread
+    pool, one task at a time, the model this process already loaded) when the run is small
+    (``KOALA_IN_PROCESS_IMAGES``) and no scheduler or worker count is asked for: starting a
+    process cluster and loading the model in each worker costs more than such a run. Else
+    Dask: ``address``, the configured scheduler, the local stack's, or a LocalCluster."""
+    settings = get_settings()
+    chosen = address or settings.dask_address
+    if not chosen and workers is None and images <= settings.in_process_images:
+        return ThreadPoolTaskRunner(max_workers=1)
+    return dask_runner(chosen or stack_dask, workers)
+
+
 class DeferredRunner(TaskRunner):
     """Stands in a ``@flow`` decorator; the real runner is built when the flow runs (Prefect
     calls :meth:`duplicate` on entering a run), from the settings of that moment."""

@@ -12,11 +12,12 @@ pixels are already upright), and a colour space that no longer holds.
 
 What is added, never overwriting an input field: XMP ``Iptc4xmpExt:DigitalSourceType`` (IPTC
 "composite with trained algorithmic media"), an ``xmpMM:History`` event naming Koala, the
-``koala:`` namespace (model, modelVersion, label, sourceSha256, sourceUri), ``xmp:CreatorTool``
-and EXIF Software only where the input has none, and the words ``Colorized by Koala
-<model>@<version>``: as the caption (EXIF ImageDescription, dc:description) only when the input
-has no caption; otherwise the caption is kept verbatim and the words go to ``koala:label`` and,
-when free, EXIF UserComment (where EXIF readers that show comments will show them).
+``koala:`` namespace (model, modelVersion, saturation, label, sourceSha256, sourceUri),
+``xmp:CreatorTool`` and EXIF Software only where the input has none, and the words
+``Colorized by Koala <model>@<version>``: as the caption (EXIF ImageDescription,
+dc:description) only when the input has no caption; otherwise the caption is kept verbatim
+and the words go to ``koala:label`` and, when free, EXIF UserComment (where EXIF readers that
+show comments will show them).
 """
 
 from __future__ import annotations
@@ -303,6 +304,8 @@ class Provenance:
     version: str
     source_sha256: str
     source_uri: str | None = None
+    #: the colour strength asked for (1: as the model predicts)
+    saturation: float = 1.0
 
 
 def _png_with_phys(png: bytes, x: float, y: float) -> bytes:
@@ -398,6 +401,7 @@ def _xmp_changes(
             "Xmp.koala.model": prov.model,
             "Xmp.koala.modelVersion": prov.version,
             "Xmp.koala.sourceSha256": prov.source_sha256,
+            "Xmp.koala.saturation": f"{prov.saturation:g}",
         }
     )
     if prov.source_uri:
@@ -417,7 +421,7 @@ def _xmp_changes(
     if not meta.caption:
         changes["Xmp.dc.description"] = {'lang="x-default"': words}
     if "Xmp.xmpMM.InstanceID" in existing:  # a new file: a new instance, derived from the old
-        seed = f"{prov.source_sha256}/{prov.model}@{prov.version}/{fmt}"
+        seed = f"{prov.source_sha256}/{prov.model}@{prov.version}/{fmt}/{prov.saturation:g}"
         changes["Xmp.xmpMM.DerivedFrom/stRef:instanceID"] = existing["Xmp.xmpMM.InstanceID"]
         changes["Xmp.xmpMM.InstanceID"] = f"xmp.iid:{uuid.uuid5(uuid.NAMESPACE_URL, seed)}"
     n = 1 + sum(1 for k in existing if k.startswith("Xmp.xmpMM.History[") and "/" not in k)
@@ -440,6 +444,7 @@ def encode_output(
     source: bytes | SourceMetadata | None = None,
     source_uri: str | None = None,
     quality: int = 92,
+    saturation: float = 1.0,
 ) -> bytes:
     """Encode an (H, W, 3) uint8 or uint16 (PNG, TIFF) sRGB array as ``fmt``, with the metadata
     of ``source`` (the input's bytes or its :func:`read_metadata`) and the Koala label."""
@@ -447,7 +452,7 @@ def encode_output(
         meta = read_metadata(bytes(source))
     else:
         meta = source or SourceMetadata()
-    prov = Provenance(model, version, source_sha256, source_uri)
+    prov = Provenance(model, version, source_sha256, source_uri, saturation)
     # The pixels are sRGB computed from L* of the input's decoded values: neutral tones keep the
     # input's code values, so the input's RGB profile renders them as the original did.
     icc_kept = rgb_icc(meta.icc)
@@ -504,8 +509,8 @@ def read_label(data: bytes) -> str | None:
 
 
 def read_provenance(data: bytes) -> dict[str, str]:
-    """The Koala provenance of an encoded output: ``sourceUri``, ``sourceSha256``, ``model``
-    and ``modelVersion`` from its XMP (empty for a file Koala did not write)."""
+    """The Koala provenance of an encoded output: ``sourceUri``, ``sourceSha256``, ``model``,
+    ``modelVersion`` and ``saturation`` from its XMP (empty for a file Koala did not write)."""
     try:
         with _EXIV2:
             img = _exiv2_image(data)

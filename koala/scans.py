@@ -36,6 +36,10 @@ GRAY_16 = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 STRIP_ROWS = 256
 
 
+#: the colour evidence of a gray-mode file: it has no colour channels, so no colour at all
+GRAY_FILE = ColourEvidence(0.0, False, "grayscale file: no colour channels", stage="gray file")
+
+
 class HasColour(Exception):
     """The scan already carries real colour (``skipped_color`` unless treated as monochrome)."""
 
@@ -57,8 +61,8 @@ class Scan:
     input_mode: str
     bit_depth: int
     note: str = ""
-    #: the colour decision for colour-mode scans (None for gray-mode ones)
-    colour: ColourEvidence | None = None
+    #: the colour decision (for gray-mode files :data:`GRAY_FILE`)
+    colour: ColourEvidence | None = GRAY_FILE
     #: the input's catalogue metadata (EXIF, IPTC, XMP, ICC, resolution) for its output
     metadata: SourceMetadata | None = None
 

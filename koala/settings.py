@@ -23,6 +23,12 @@ class KoalaSettings(BaseSettings):
     dask_address: str | None = Field(
         None, description="Address of an existing Dask scheduler; None means run locally."
     )
+    in_process_images: int = Field(
+        16,
+        ge=0,
+        description="A colorize run of at most this many images runs in the command's own "
+        "process (no Dask cluster) unless a scheduler or --workers is given.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Torch device for models.")
     http_concurrency: int = Field(16, ge=1, description="Parallel downloads per ingest task.")
     http_timeout_s: float = Field(20.0, gt=0, description="Connect/read timeout per request.")

@@ -1,13 +1,14 @@
 """The index of a colorize output, ``DST/index/part-*.parquet``, and what a run plans from it.
 
-One row per input and model version (:data:`INDEX_COLUMNS`), written a batch at a time as
+One row per input and result (:data:`INDEX_COLUMNS`; a result is a model version and the
+settings that change the pixels: ``saturation``), written a batch at a time as
 immutable part files. A rerun reads the index to decide, before any work:
 
 * which inputs are done (``ok``, ``skipped_color``, a permanent failure) and which are redone:
   a transient failure (:data:`TRANSIENT_REASONS`, or any failure with ``retry_failed``), an input
   whose listing stamp or content changed since its row;
 * which output name each input gets: a name already owned by another input (or another model
-  version) in this DST is never reused, so no run overwrites an earlier run's output.
+  version or saturation) in this DST is never reused, so no run overwrites an earlier run's output.
 
 A redone input's new row *supersedes* the old one: :func:`compact_index` rewrites the parts that
 hold superseded rows without them, and :func:`read_index` keeps only the newest row of each input
@@ -32,7 +33,7 @@ from koala.fetch import TRANSIENT_REASONS as FETCH_TRANSIENT
 log = logging.getLogger(__name__)
 
 _INTS = ("width", "height", "bit_depth")
-_FLOATS = ("seconds", "colour_score", "confidence")
+_FLOATS = ("seconds", "colour_score", "confidence", "saturation")
 INDEX_COLUMNS = [
     "input_uri",
     "input_sha256",
@@ -55,6 +56,7 @@ INDEX_COLUMNS = [
     "colour_uncertain",
     "confidence",
     "treated_as",
+    "saturation",
     "input_stamp",
     "colorized_at",
 ]
@@ -81,7 +83,10 @@ INDEX_SCHEMA = pa.schema(
 TRANSIENT_REASONS = FETCH_TRANSIENT | {"write_failed", "read_failed", "model_error", "error"}
 #: statuses that end an input's work for a model version
 FINAL_STATUSES = frozenset({"ok", "skipped_color", "failed"})
-_OWNER = ["input_uri", "model", "model_version"]
+#: one result of an input: the model version and the settings that change its pixels
+_OWNER = ["input_uri", "model", "model_version", "saturation"]
+#: rows written before the index had a ``saturation`` column were made at the default
+LEGACY_SATURATION = 1.0
 #: how a run's summary names each status
 STATUS_WORDS = {"ok": "colorized", "skipped_color": "skipped as colour", "failed": "failed"}
 
@@ -130,7 +135,9 @@ def _read_all(output: str) -> pd.DataFrame:
         frame["_part"] = frame["_part"].map(lambda p: paths.get(p, p))
     except Exception:
         frame = _read_parts(parts)
-    return frame.astype(INDEX_DTYPES)
+    frame = frame.astype(INDEX_DTYPES)
+    frame["saturation"] = frame["saturation"].fillna(LEGACY_SATURATION)
+    return frame
 
 
 def _read_parts(parts: list[str]) -> pd.DataFrame:
@@ -162,8 +169,8 @@ def _latest(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_index(output: str) -> pd.DataFrame:
-    """The newest row of each input and model version (empty with :data:`INDEX_COLUMNS` when
-    there is none yet), in collection order."""
+    """The newest row of each input, model version and saturation (empty with
+    :data:`INDEX_COLUMNS` when there is none yet), in collection order."""
     return _latest(_read_all(output))
 
 
@@ -202,27 +209,33 @@ def _stem(uri: str, images: str) -> str:
     return posixpath.splitext(rel)[0]
 
 
-def _alternative(name: str, owner: tuple[str, str, str], salt: int) -> str:
-    digest = hashlib.sha256(f"{salt}|{'|'.join(owner)}".encode()).hexdigest()[:8]
+def _alternative(name: str, owner: tuple, salt: int) -> str:
+    text = "|".join(map(str, owner[:3] if owner[3] == LEGACY_SATURATION else owner))
+    digest = hashlib.sha256(f"{salt}|{text}".encode()).hexdigest()[:8]
     return f"{name}-{digest}"
 
 
 def plan_names(
-    refs: list, base: dict[str, str], index: pd.DataFrame, images: str, model: str, version: str
+    refs: list,
+    base: dict[str, str],
+    index: pd.DataFrame,
+    images: str,
+    result: tuple[str, str, float],
 ) -> tuple[dict[str, str], dict[str, bool]]:
     """Output names (no suffix) that no other owner has in this DST: an input keeps the name
-    its earlier row gave it; a name owned by another input or model version gets a distinct
-    ``-xxxxxxxx`` suffix (a hash of the input and model version, so it is stable)."""
+    its earlier row of this ``result`` (model, version, saturation) gave it; a name owned by
+    another input or result gets a distinct ``-xxxxxxxx`` suffix (a hash of the owner, so it
+    is stable)."""
     owners: dict[str, tuple] = {}
     mine: dict[str, str] = {}
     for row in index[index["output_uri"].notna()].itertuples():
         stem = _stem(row.output_uri, images)
-        owners[stem] = (row.input_uri, row.model, row.model_version)
-        if (row.model, row.model_version) == (model, version):
+        owners[stem] = (row.input_uri, row.model, row.model_version, float(row.saturation))
+        if (row.model, row.model_version, float(row.saturation)) == result:
             mine[row.input_uri] = stem
     names, claimed = {}, {}
     for ref in refs:
-        owner = (ref.uri, model, version)
+        owner = (ref.uri, *result)
         if ref.uri in mine:
             names[ref.key], claimed[ref.key] = mine[ref.uri], True
             continue

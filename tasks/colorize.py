@@ -25,13 +25,13 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from koala import storage
-from koala.choices import EMBED_SIZE, ENCODER_SIZE
 from koala.colour import colorize_lightness, working_views
 from koala.errors import KoalaError, Rejected, one_line
 from koala.fetch import fetch, make_client
+from koala.images import pil_guards
 from koala.outputs import (
     FORMATS,
     encode_output,
@@ -90,6 +90,16 @@ SHEET_INPUTS = 24
 THUMB = 320
 
 
+#: side of the random probes that fold the batch norms: which convolution each norm reads and
+#: whether the folded copy agrees do not depend on the size; 96 px (Inception needs 75) costs
+#: a quarter of the 200 px view
+PROBE_SIDE = 96
+
+
+#: failure reasons of inputs that decode, so the contact sheet can show them
+SHOWABLE_FAILURES = frozenset({"too_small"})
+
+
 class OutputError(KoalaError):
     """The output cannot be written (disk full, read-only, I/O error): the run stops."""
 
@@ -114,6 +124,14 @@ def cached_colorizer(
     )
 
 
+def ready_colorizer(cfg: ColorizeConfig) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
+    """This process's colorizer for ``cfg`` (loaded on first use; the CLI calls it early for
+    a run in its own process), with torch's threads set to the worker's cores."""
+    set_torch_threads()
+    device = resolve_device(cfg.device)  # once per task: a worker may have a GPU the flow lacks
+    return cached_colorizer(cfg.registry, cfg.model, device, cfg.precision)
+
+
 def streamlined(
     model: torch.nn.Module, backbone: torch.nn.Module, device: torch.device
 ) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -122,10 +140,10 @@ def streamlined(
     lean (models/backbones.py lean_efficientnet): outputs equal to float32 rounding (checked
     on a probe as it folds), fewer passes over memory."""
     probe = torch.Generator().manual_seed(0)
-    light = torch.rand(1, 1, ENCODER_SIZE, ENCODER_SIZE, generator=probe).to(device)
+    light = torch.rand(1, 1, PROBE_SIDE, PROBE_SIDE, generator=probe).to(device)
     embedding = None
     if getattr(model, "uses_embedding", True):
-        gray = torch.rand(1, 1, EMBED_SIZE, EMBED_SIZE, generator=probe).to(device)
+        gray = torch.rand(1, 1, PROBE_SIDE, PROBE_SIDE, generator=probe).to(device)
         backbone, _ = fold_batchnorm(backbone, lambda b: b(gray)[0])
         with torch.inference_mode():
             embedding = backbone(gray)[0]
@@ -159,10 +177,12 @@ def make_thumb(img: Image.Image | np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def thumb_uris(output: str, key: str) -> tuple[str, str]:
-    """(before, after) thumbnail URIs of an input, for the contact sheet."""
+def thumb_uris(output: str, key: str, saturation: float = 1.0) -> tuple[str, str]:
+    """(before, after) thumbnail URIs of an input, for the contact sheet; the after one of a
+    saturation other than 1 has it in its name."""
     base = storage.join(output, "contact", key)
-    return f"{base}-before.jpg", f"{base}-after.jpg"
+    tag = "" if saturation == 1.0 else f"-saturation{saturation:g}"
+    return f"{base}-before.jpg", f"{base}-after{tag}.jpg"
 
 
 class Prediction(NamedTuple):
@@ -215,6 +235,7 @@ def _new_row(ref: InputRef, card: dict, cfg: ColorizeConfig, plan: RunPlan) -> d
         "reason": None,
         "note": None,
         "treated_as": cfg.treat_as,
+        "saturation": float(cfg.saturation),
         "input_stamp": ref.stamp,
         "_name": plan.names[ref.key],
         "_claimed": plan.claimed.get(ref.key, False),
@@ -231,14 +252,15 @@ def _read_input(row: dict, ref: InputRef, client, cfg: ColorizeConfig) -> Scan |
         scan = read_scan(data, cfg.treat_as, cfg.limits)
     except Rejected as rej:
         row.update(status="failed", reason=f"{rej.reason}: {rej.detail}")
+        if rej.reason in SHOWABLE_FAILURES:  # it decodes: the sheet shows what was refused
+            _input_thumb(cfg.output, ref.key, data)
         return None
     except HasColour as col:
         row.update(status="skipped_color", reason=f"has colour: {col}", bit_depth=8)
         row.update(width=col.width, height=col.height, input_mode=col.mode)
         row.update(colour_score=col.evidence.score, colour_evidence=col.evidence.detail)
         row.update(colour_uncertain=col.evidence.uncertain)
-        if col.evidence.uncertain:  # the contact sheet asks a person to look at it
-            _input_thumb(cfg.output, ref.key, col.image)
+        _input_thumb(cfg.output, ref.key, col.image)  # the archivist checks the judge by eye
         return None
     except Exception as exc:  # never let one input crash the batch
         row.update(status="failed", reason=f"error: {one_line(exc)}")
@@ -251,9 +273,15 @@ def _read_input(row: dict, ref: InputRef, client, cfg: ColorizeConfig) -> Scan |
     return scan
 
 
-def _input_thumb(output: str, key: str, image: Image.Image) -> None:
-    """The contact sheet's thumbnail of an input left alone; a failure only loses the picture."""
+def _input_thumb(output: str, key: str, image: Image.Image | bytes) -> None:
+    """The contact sheet's thumbnail of an input left alone (its image, or its file's bytes);
+    a failure only loses the picture."""
     try:
+        if isinstance(image, bytes):
+            pil_guards()
+            image = Image.open(io.BytesIO(image))
+            image.draft("RGB", (2 * THUMB, 2 * THUMB))  # JPEG: decoded reduced
+            image = ImageOps.exif_transpose(image).convert("RGB")
         storage.atomic_write_bytes(thumb_uris(output, key)[0], make_thumb(image))
     except Exception as exc:
         log.warning("no thumbnail for %s: %s", key, one_line(exc))
@@ -294,10 +322,9 @@ def colorize_batch(refs: list[InputRef], plan: RunPlan, cfg: ColorizeConfig) -> 
     """Colorize ``refs`` (names and superseded rows from ``plan``); write outputs, thumbnails
     for the contact sheet and the batch's index part. Bad inputs become ``failed`` rows; a full
     or broken output raises :class:`OutputError` before the part is written."""
-    set_torch_threads()
-    device = resolve_device(cfg.device)  # once per task: a worker may have a GPU the flow lacks
-    model, backbone, card = cached_colorizer(cfg.registry, cfg.model, device, cfg.precision)
-    part = part_uri(cfg.output, card["version"], refs, plan.redoes)
+    model, backbone, card = ready_colorizer(cfg)
+    device = resolve_device(cfg.device)
+    part = part_uri(cfg.output, card["version"], refs, plan.redoes, cfg.saturation)
     if storage.exists(part):
         return {"part": part, "rows": len(refs), "skipped": True, "counts": {}}
     rows: list[dict] = []
@@ -367,11 +394,12 @@ def _write_output(row: dict, scan: Scan, prediction: Prediction, cfg, card: dict
         row["input_sha256"],
         source=scan.metadata,
         source_uri=row["input_uri"],
+        saturation=cfg.saturation,
     )
     uri = _free_uri(output_uri(cfg, row["_name"], FORMATS[fmt]), row, card)
     storage.atomic_write_bytes(uri, data)
     if row["ordinal"] < SHEET_INPUTS:
-        before, after = thumb_uris(cfg.output, row["key"])
+        before, after = thumb_uris(cfg.output, row["key"], cfg.saturation)
         storage.atomic_write_bytes(before, make_thumb(scan.view))
         storage.atomic_write_bytes(after, make_thumb(rgb))
     row.update(status="ok", output_uri=uri)
@@ -384,7 +412,9 @@ def _free_uri(uri: str, row: dict, card: dict) -> str:
     if row.get("_claimed") or not storage.exists(uri):
         return uri
     made = read_provenance(storage.read_bytes(uri))
-    if (made.get("sourceUri"), made.get("modelVersion")) == (row["input_uri"], card["version"]):
+    saturation = float(made.get("saturation", 1.0))  # outputs before it was recorded: 1
+    mine = (row["input_uri"], card["version"], row["saturation"])
+    if (made.get("sourceUri"), made.get("modelVersion"), saturation) == mine:
         return uri
     stem, ext = posixpath.splitext(uri)
     salt = hashlib.sha256(f"{row['input_uri']}|{card['version']}".encode()).hexdigest()[:8]

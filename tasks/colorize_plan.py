@@ -62,9 +62,8 @@ def prepare_run(
     check_listed_inputs_apart(refs, cfg.output)
     index = compact_index(cfg.output)  # also finishes one that a killed run left half done
     images = storage.join(cfg.output, "images")
-    names, claimed = plan_names(
-        refs, output_names(refs), index, images, card["name"], card["version"]
-    )
+    result = (card["name"], card["version"], float(cfg.saturation))
+    names, claimed = plan_names(refs, output_names(refs, cfg.saturation), index, images, result)
     return refs, RunPlan(names, claimed), card, index
 
 
@@ -73,10 +72,13 @@ def output_uri(cfg: ColorizeConfig, name: str, ext: str | None = None) -> str:
     return storage.join(cfg.output, "images", name + (ext or FORMATS[cfg.format]))
 
 
-def part_uri(output: str, version: str, refs: list[InputRef], redoes: dict[str, str]) -> str:
-    """The index part of a batch: named by the model version, the batch's inputs and the rows
-    they supersede (so a retry never takes the name of the part it supersedes)."""
-    h = hashlib.sha256(version.encode())
+def part_uri(
+    output: str, version: str, refs: list[InputRef], redoes: dict[str, str], saturation: float
+) -> str:
+    """The index part of a batch: named by the model version and saturation, the batch's
+    inputs and the rows they supersede (so a retry never takes the name of the part it
+    supersedes)."""
+    h = hashlib.sha256(version.encode() + (b"" if saturation == 1.0 else f"|{saturation}".encode()))
     for ref in refs:
         h.update(f"{ref.key}|{redoes.get(ref.key, '')}".encode())
     return storage.join(
@@ -101,17 +103,28 @@ def relative_name(ref: InputRef) -> str:
     return posixpath.splitext("/".join(parts) or ref.key)[0]
 
 
-def output_names(refs: list[InputRef]) -> dict[str, str]:
+def output_names(refs: list[InputRef], saturation: float = 1.0) -> dict[str, str]:
     """key -> output name; inputs whose names collide (``a.png`` and ``a.tif``) get their key
-    appended, so no output overwrites another."""
-    names = {ref.key: relative_name(ref) for ref in refs}
+    appended, so no output overwrites another; a saturation other than 1 is in the name
+    (``scan-saturation1.4``)."""
+    tag = "" if saturation == 1.0 else f"-saturation{saturation:g}"
+    names = {ref.key: relative_name(ref) + tag for ref in refs}
     seen = Counter(names.values())
     return {k: f"{n}-{k[:8]}" if seen[n] > 1 else n for k, n in names.items()}
 
 
-def run_rows(index: pd.DataFrame, refs: list[InputRef], card: dict) -> pd.DataFrame:
-    """The index rows of this run: the inputs listed now, done with the card's version."""
-    mine = index[(index["model"] == card["name"]) & (index["model_version"] == card["version"])]
+def result_rows(index: pd.DataFrame, card: dict, saturation: float) -> pd.DataFrame:
+    """The index rows of one result: made with the card's model version at ``saturation``."""
+    same = (index["model"] == card["name"]) & (index["model_version"] == card["version"])
+    return index[same & (index["saturation"] == float(saturation))]
+
+
+def run_rows(
+    index: pd.DataFrame, refs: list[InputRef], card: dict, saturation: float
+) -> pd.DataFrame:
+    """The index rows of this run: the inputs listed now, done with the card's version at
+    ``saturation``."""
+    mine = result_rows(index, card, saturation)
     return mine[mine["input_uri"].isin({r.uri for r in refs})]
 
 
@@ -145,7 +158,7 @@ def plan_batches(
     Blocks do not depend on what is done, so a batch redone after a crash has the same part
     name as the one a lingering worker of the killed run may still write: one replaces the
     other and no row is duplicated."""
-    mine = index[(index["model"] == card["name"]) & (index["model_version"] == card["version"])]
+    mine = result_rows(index, card, cfg.saturation)
     latest = {row["input_uri"]: row for _, row in mine.iterrows()}
     todo = set()
     for ref in refs:

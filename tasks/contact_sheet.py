@@ -15,11 +15,13 @@ import re
 from collections.abc import Iterable
 from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 
 from koala import storage
 from koala.choices import DEFAULT_LIMITS
+from koala.colour import rgb_to_lab
 from koala.images import pil_guards
 from koala.uris import split_member_uri
 from tasks.colorize import THUMB, make_thumb, thumb_uris
@@ -29,6 +31,10 @@ REVIEW_FIRST = 24
 #: skipped or failed inputs listed per page
 PAGE_ROWS = 200
 SHEET = "contact_sheet.html"
+#: input modes of files without colour channels (an input's ``input_mode`` before any ``;16``)
+GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})
+#: median chroma (CIE Lab units) of a thumbnail above which a monochrome input is "toned"
+TONED_CHROMA = 4.0
 #: what each status means, for the counts table
 STATUS_MEANING = {
     "ok": "colorized",
@@ -42,7 +48,9 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}code{word-break:break-al
 .grid{display:flex;flex-wrap:wrap;gap:1em 1.5em;align-items:flex-start}
 .pair{margin:0;border:1px solid #ddd;padding:6px;background:#fafafa}.pair>div{display:flex;gap:4px}
 figure.half{margin:0;text-align:center}.half img{max-height:240px;max-width:320px;display:block}
-.half figcaption{font-size:small;color:#555}
+.half figcaption{font-size:small;color:#555}td.thumb{font-size:small;color:#555}
+td.thumb img{max-height:120px;max-width:160px}dl.run{display:grid;grid-template-columns:auto 1fr;
+gap:2px 1em;margin:.5em 0}dl.run dt{font-weight:bold}dl.run dd{margin:0}
 .pair>figcaption{margin-top:4px;font-size:small;max-width:644px;word-break:break-all}
 nav.pages{margin:.5em 0}nav.pages a,nav.pages b{margin-right:.5em}.sort button{margin-right:.5em}"""
 
@@ -120,9 +128,37 @@ def _number(value: object) -> str:
     return "?" if pd.isna(value) else str(int(value))
 
 
+def _saturation(r) -> float:
+    value = getattr(r, "saturation", None)
+    return 1.0 if value is None or pd.isna(value) else float(value)
+
+
+def _thumbs(output: str, r) -> tuple[str, str]:
+    """(before, after) thumbnail URIs of row ``r`` (its saturation's after)."""
+    return thumb_uris(output, r.key, _saturation(r))
+
+
+def input_kind(r, before: str | None = None) -> str:
+    """What the input was, in a few words: a gray file, a gray or toned print stored in colour
+    (from the median chroma of its thumbnail ``before``), or a colour photograph."""
+    if r.status == "skipped_color":
+        return "colour photograph"
+    if str(r.input_mode).split(";")[0] in GRAY_MODES:
+        return "grayscale input"
+    try:
+        with Image.open(io.BytesIO(storage.read_bytes(before or ""))) as img:
+            lab = rgb_to_lab(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)
+    except Exception:
+        return "input"
+    chroma = float(np.median(np.hypot(lab[..., 1], lab[..., 2])))
+    return "toned input" if chroma >= TONED_CHROMA else "gray input (stored as colour)"
+
+
 def _pair(output: str, r, root: str, label: str = "") -> str:
     """A labelled before/after figure of one result; the colorized side links to its output."""
-    before, after = (u[len(output.rstrip("/")) + 1 :] for u in thumb_uris(output, r.key))
+    uris = _thumbs(output, r)
+    kind = input_kind(r, uris[0])
+    before, after = (u[len(output.rstrip("/")) + 1 :] for u in uris)
     name = relative_name(r.input_uri, root)
     conf = _confidence(r)
     href = _attr(output_href(output, r.output_uri)) if isinstance(r.output_uri, str) else ""
@@ -132,10 +168,10 @@ def _pair(output: str, r, root: str, label: str = "") -> str:
     return (
         f"<figure class='pair' data-order='{int(r.ordinal)}' "
         f"data-confidence='{'' if conf is None else f'{conf:.6f}'}'><div>"
-        f"<figure class='half'><img src='{before}' alt='grayscale input: {_attr(name)}'>"
-        "<figcaption>grayscale input</figcaption></figure>"
+        f"<figure class='half'><img src='{before}' alt='{kind}: {_attr(name)}'>"
+        f"<figcaption>{kind}</figcaption></figure>"
         f"<figure class='half'>{linked}"
-        f"<figcaption>colorized{full}</figcaption></figure></div>"
+        f"<figcaption>colorized{_saturation_words(r)}{full}</figcaption></figure></div>"
         f"<figcaption title='{_attr(r.input_uri)}'>{html.escape(label)}<b>{html.escape(name)}"
         f"</b><br>{_number(r.width)}×{_number(r.height)}, {html.escape(str(r.input_mode))}, "
         f"{_number(r.bit_depth)}-bit"
@@ -143,10 +179,15 @@ def _pair(output: str, r, root: str, label: str = "") -> str:
     )
 
 
+def _saturation_words(r) -> str:
+    value = _saturation(r)
+    return "" if value == 1.0 else f" at saturation {value:g}"
+
+
 def _ensure_thumbs(output: str, r) -> bool:
     """Thumbnails of a result outside the sampled ones, from its output (whose L* is the
     input's: the 'before' is its gray); False when the output cannot be read."""
-    before, after = thumb_uris(output, r.key)
+    before, after = _thumbs(output, r)
     if storage.exists(after):
         return True
     pil_guards()
@@ -234,33 +275,32 @@ def uncertain_section(
     )
 
 
-def _sample_section(output: str, index: pd.DataFrame, root: str) -> str:
-    """The before/after grid of the sampled results, with buttons sorting it by confidence."""
+def _sample_section(output: str, index: pd.DataFrame, root: str) -> tuple[str, bool]:
+    """The before/after grid of the sampled results, with buttons sorting it by confidence,
+    and whether it shows every result."""
     ok = index[index["status"] == "ok"].sort_values("ordinal")
     pairs = [
-        _pair(output, r, root)
-        for r in ok.itertuples()
-        if storage.exists(thumb_uris(output, r.key)[1])
+        _pair(output, r, root) for r in ok.itertuples() if storage.exists(_thumbs(output, r)[1])
     ]
     rated = "confidence" in index and ok["confidence"].notna().any()
     head = (
         f"<h2 id='samples'>Before and after (first inputs of the collection)</h2><p>"
-        f"{_shown(len(pairs), len(ok)).capitalize()} colorized inputs. Left: the grayscale "
-        "input; right: the "
-        "colorized output (click it for the full-resolution file).</p>"
+        f"{_shown(len(pairs), len(ok)).capitalize()} colorized inputs. Left: the input; right: "
+        "the colorized output (click it for the full-resolution file).</p>"
     )
     if not pairs:
-        return head + "<p>none</p>"
+        return head + "<p>none</p>", ok.empty
     grid = f"<div class='grid' id='grid'>{''.join(pairs)}</div>"
+    every = len(pairs) == len(ok)
     if not rated:
-        return head + grid
+        return head + grid, every
     buttons = (
         "<p class='sort' id='sort' hidden>Order: <button onclick=\"sortGrid('order', 1)\">"
         "collection order</button><button onclick=\"sortGrid('confidence', 1)\">least confident"
         " first</button><button onclick=\"sortGrid('confidence', -1)\">most confident first"
         "</button></p>"
     )
-    return head + buttons + grid + SORT_JS  # the script runs after the grid is in the page
+    return head + buttons + grid + SORT_JS, every  # the script runs after the grid is there
 
 
 def _document(title: str, body: str) -> str:
@@ -292,14 +332,34 @@ def _nav(status: str, n: int, pages: int) -> str:
     return f"<nav class='pages'>Pages: {' '.join(out)}</nav>" if pages > 1 else ""
 
 
-def _issue_table(rows: pd.DataFrame, start: int, root: str) -> str:
+def _input_cell(output: str, r) -> str:
+    """The thumbnail of an input that was not colorized, when there is one, and what it is."""
+    before = thumb_uris(output, r.key)[0]
+    if not storage.exists(before):
+        return "<td class='thumb'>no picture</td>"
+    href = output_href(output, before)
+    kind = input_kind(r, before)
+    return (
+        f"<td class='thumb'><a href='{_attr(href)}'><img src='{_attr(href)}' "
+        f"alt='{kind}'></a><br>{kind}</td>"
+    )
+
+
+def _issue_table(output: str, rows: pd.DataFrame, start: int, root: str) -> str:
     body = "".join(
-        f"<tr><td class='n'>{start + i + 1}</td><td title='{_attr(r.input_uri)}'><code>"
+        f"<tr><td class='n'>{start + i + 1}</td>{_input_cell(output, r)}"
+        f"<td title='{_attr(r.input_uri)}'><code>"
         f"{html.escape(relative_name(r.input_uri, root))}</code></td><td>"
-        f"{'—' if pd.isna(r.reason) else html.escape(str(r.reason))}</td></tr>"
+        f"{'—' if pd.isna(r.reason) else html.escape(str(r.reason))}{_score(r)}</td></tr>"
         for i, r in enumerate(rows.itertuples())
     )
-    return f"<table><tr><th>#</th><th>input</th><th>reason</th></tr>{body}</table>"
+    head = "<tr><th>#</th><th>picture</th><th>input</th><th>reason</th></tr>"
+    return f"<table>{head}{body}</table>"
+
+
+def _score(r) -> str:
+    value = getattr(r, "colour_score", None)
+    return "" if value is None or pd.isna(value) else f" (colour score {float(value):.2f})"
 
 
 def issue_section(
@@ -313,7 +373,8 @@ def issue_section(
     for n in range(1, pages + 1):
         part = rows.iloc[(n - 1) * per_page : n * per_page]
         head = f"<p>Rows {(n - 1) * per_page + 1}–{(n - 1) * per_page + len(part)} of {len(rows)}"
-        body = f"{head}.</p>{_nav(status, n, pages)}{_issue_table(part, (n - 1) * per_page, root)}"
+        table = _issue_table(output, part, (n - 1) * per_page, root)
+        body = f"{head}.</p>{_nav(status, n, pages)}{table}"
         if n == 1:
             first = f"<h2 id='{_slug(status)}'>{title}</h2>{body}"
             continue
@@ -357,16 +418,34 @@ def _issue_order(status: str) -> tuple[int, str]:
     return (0 if status == "failed" else 1 if status.startswith("skipped") else 2), status
 
 
+def _settings_list(model: str, index: pd.DataFrame, settings: dict | None) -> str:
+    """The run's model and the options that shaped its results, as a definition list."""
+    shown = {"model": model}
+    if settings:
+        shown |= {k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in settings.items()}
+    elif "saturation" in index and len(index):
+        values = sorted({_saturation(r) for r in index.itertuples()})
+        shown["saturation"] = ", ".join(f"{v:g}" for v in values)
+    items = "".join(
+        f"<dt>{html.escape(k)}</dt><dd><code>{html.escape(v)}</code></dd>" for k, v in shown.items()
+    )
+    return f"<dl class='run' id='settings'>{items}</dl>"
+
+
 def write_contact_sheet(
     output: str,
     index: pd.DataFrame,
     model: str,
     page_rows: int = PAGE_ROWS,
     collection: str | None = None,
+    settings: dict | None = None,
 ) -> str:
     """Write the contact sheet of ``index`` (this run's rows) under ``output``; return its URI.
     ``collection``: the input root the paths are shown relative to (default: the inputs'
-    common folder). Every skipped and failed input is listed, ``page_rows`` to a page."""
+    common folder); ``settings``: the run's options shown at the top (default: the
+    saturation the rows record). Every skipped and failed input is listed, ``page_rows`` to a
+    page; each result is shown once (the review section only when the sample does not hold
+    every result)."""
     root = collection_root(index["input_uri"], collection)
     issues, pages = [], []
     for status in sorted(set(index["status"]) - {"ok"}, key=_issue_order):
@@ -380,16 +459,25 @@ def write_contact_sheet(
         if root
         else ""
     )
-    samples = _sample_section(output, index, root)  # before the review makes more thumbnails
+    samples, every = _sample_section(output, index, root)  # before the review adds thumbnails
+    review = "" if every else review_section(output, index, root=root)
     body = f"""<h1>Koala contact sheet</h1>
-<p>{len(index)} inputs run with <b>{html.escape(model)}</b>. Outputs are machine-colorized
-and labelled as such in their metadata. Index: <code>index/</code> (Parquet). {where}</p>
+{_settings_list(model, index, settings)}
+<p>{len(index)} inputs. Outputs are machine-colorized and labelled as such in their metadata
+(with the model and saturation that made them). Index: <code>index/</code> (Parquet; column
+<code>colour_score</code> sorts the inputs by how much colour they carry: 0 for a gray file).
+{where}</p>
 {_counts_table(index)}
 {uncertain_section(output, index, root)}
-{review_section(output, index, root=root)}
+{review}
 {samples}
 {"".join(issues)}"""
     uri = storage.join(output, SHEET)
     storage.atomic_write_bytes(uri, _document("Koala contact sheet", body).encode())
     _remove_stale_pages(output, pages)
     return uri
+
+
+def sheet_settings(cfg) -> dict:
+    """The options of a colorize run (``ColorizeConfig``) that the sheet shows at its top."""
+    return {"saturation": float(cfg.saturation), "treat as": cfg.treat_as, "format": cfg.format}

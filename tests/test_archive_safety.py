@@ -193,10 +193,40 @@ def test_saturation_and_treat_as(tmp_path: Path, registry: str) -> None:
     assert row["colour_score"] > 0 and row["colour_evidence"]
     res = _run(src, tmp_path / "b", registry, treat_as="monochrome", saturation=0.0)
     assert res["counts"] == {"ok": 1}
-    lab = np.asarray(Image.open(tmp_path / "b" / "images" / "colour.png").convert("RGB"))
+    lab = np.asarray(Image.open(tmp_path / "b" / "images" / "colour-saturation0.png"))
     assert np.abs(lab.astype(int) - lab.mean(axis=2, keepdims=True)).max() <= 2  # gray
     with pytest.raises(Exception, match="saturation"):
         _run(src, tmp_path / "c", registry, saturation=-1.0)
+
+
+def test_a_new_saturation_is_a_new_result_beside_the_old(tmp_path: Path, registry: str) -> None:
+    """A rerun at another --saturation colorizes again into new files; the outputs made at 1
+    stay; the index, the XMP and the contact sheet say which saturation made each."""
+    from koala.outputs import read_provenance
+    from koala.sources import enumerate_inputs
+    from tasks.colorize_plan import run_rows
+    from tasks.contact_sheet import write_contact_sheet
+
+    src, out = _box(tmp_path / "src", 2), tmp_path / "out"
+    assert _run(src, out, registry)["counts"] == {"ok": 2}
+    before = _checksums(out / "images")
+    assert _run(src, out, registry, saturation=1.4)["counts"] == {"ok": 2}  # never "0 new"
+    after = _checksums(out / "images")
+    assert {k: after[k] for k in before} == before  # the 1.0 outputs are untouched
+    assert sorted(after) == ["s0-saturation1.4.png", "s0.png", "s1-saturation1.4.png", "s1.png"]
+    index = read_index(str(out))
+    assert sorted(index["saturation"]) == [1.0, 1.0, 1.4, 1.4]
+    made = read_provenance((out / "images" / "s0-saturation1.4.png").read_bytes())
+    first = read_provenance((out / "images" / "s0.png").read_bytes())
+    assert (made["saturation"], first["saturation"]) == ("1.4", "1")
+    assert _run(src, out, registry, saturation=1.4)["counts"] == {}  # done: nothing redone
+    card = {"name": index["model"].iloc[0], "version": index["model_version"].iloc[0]}
+    refs = enumerate_inputs([str(src)], str(out / "_staging"))
+    rows = run_rows(index, refs, card, 1.4)
+    sheet = Path(write_contact_sheet(str(out), rows, FLAGSHIP, settings={"saturation": 1.4}))
+    text = sheet.read_text()
+    assert "<dt>saturation</dt><dd><code>1.4</code>" in text
+    assert text.count("colorized at saturation 1.4") == 2
 
 
 def test_truncated_index_part_is_set_aside_and_redone(tmp_path: Path, registry: str) -> None:

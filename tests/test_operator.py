@@ -51,7 +51,7 @@ def test_colorize_summary_last_and_rerun_starts_nothing(
     assert lines[-1] == "1 colorized, 1 skipped as colour, 1 failed; 3 new", first.stdout
     # Dask's workers log to the terminal too: quiet unless --verbose
     assert "distributed." not in first.stderr and "INFO" not in first.stderr, first.stderr
-    monkeypatch.setattr("cli.main._ensure_prefect_api", _refuse)
+    monkeypatch.setattr("cli.main._connect_prefect", _refuse)
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
     assert again.output.strip().splitlines()[-1].endswith("; 0 new"), again.output
@@ -61,7 +61,7 @@ def test_colorize_summary_last_and_rerun_starts_nothing(
 def test_build_dataset_and_train_fail_before_prefect(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("cli.main._ensure_prefect_api", _refuse)
+    monkeypatch.setattr("cli.main._connect_prefect", _refuse)
     (tmp_path / "empty").mkdir()
     cases = [
         ["build-dataset", "--source", str(tmp_path / "missing"), "--out", str(tmp_path / "d")],

@@ -201,6 +201,10 @@ def test_sorting_by_confidence_is_offered_only_with_confidences(tmp_path: Path) 
     assert "least confident first</button>" in sheet and "<script src" not in sheet
     order = re.findall(r"data-confidence='([^']*)'", sheet.split("id='grid'", 1)[1])
     assert order == ["0.500000", "", "0.200000", "0.900000"]  # collection order
+    assert "Review first" not in sheet  # the sample holds every result: each is shown once
+    assert sheet.count("<figure class='pair'") == 4
+    Path(thumb_uris(str(out), "k0003")[1]).unlink()  # a result outside the sample
+    sheet = Path(write_contact_sheet(str(out), index, MODEL)).read_text()
     review = sheet.split("Review first", 1)[1].split("Before and after", 1)[0]
     assert re.findall(r"confidence (\d\.\d\d)", review) == ["0.20", "0.50", "0.90"]
     index["confidence"] = None

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from PIL import ImageDraw
 
@@ -52,7 +51,8 @@ def test_doubtful_decisions_are_flagged_and_shown_first(tmp_path: Path, registry
     assert rows["faded_photo.jpg"].status == "skipped_color"
     assert rows["stamped_print.jpg"].colour_uncertain == True  # noqa: E712 (a numpy bool)
     assert rows["faded_photo.jpg"].colour_uncertain == True  # noqa: E712
-    assert rows["gray_scan.png"].colour_uncertain is pd.NA  # no colour decision at all
+    gray = rows["gray_scan.png"]  # a gray file: no colour channels, so nothing to doubt
+    assert gray.colour_uncertain == False and gray.colour_score == 0.0  # noqa: E712
 
     sheet = Path(write_contact_sheet(str(out), index, FLAGSHIP)).read_text()
     first = sheet.index("id='check-colour'")
