@@ -5,14 +5,23 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import typer
+from typer._click import exceptions as click_errors  # the click that typer vendors
+from typer.core import TyperGroup
 
-from koala.choices import ImageLimits
+from koala.choices import DEVICES, FORMAT_CHOICES, TREAT_AS, ImageLimits
 from koala.errors import KoalaError
 from koala.params import call_with, pick
-from models.config import CALIBRATION_TARGET, DEFAULT_BACKBONE, FLAGSHIP, TrainConfig
+from models.config import (
+    CALIBRATION_TARGET,
+    DEFAULT_BACKBONE,
+    EFFICIENTNET_LITE0,
+    FLAGSHIP,
+    INCEPTION_RESNET_V2,
+    TrainConfig,
+)
 from tasks.config import (
     BuildConfig,
     ColorizeConfig,
@@ -21,7 +30,41 @@ from tasks.config import (
     PreprocessConfig,
 )
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+class OneLineErrors(TyperGroup):
+    """The ``koala`` group: a command-line mistake (a typo'd option or command, a missing or
+    wrong value) is one line with a "did you mean" and where to read more, exit code 2."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click_errors.NoArgsIsHelpError as exc:  # bare `koala`: the help
+            exc.show()
+            code = 0
+        except click_errors.UsageError as exc:
+            typer.echo(f"koala: error: {usage_line(exc)}", err=True)
+            code = 2
+        except click_errors.ClickException as exc:
+            exc.show()
+            code = exc.exit_code
+        except typer.Abort:
+            typer.echo("koala: stopped", err=True)
+            code = 130
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+#: plain help (click's): it reads well in an 80-column terminal, choices listed
+PLAIN = {"rich_markup_mode": None, "pretty_exceptions_enable": False}
+app = typer.Typer(
+    cls=OneLineErrors,
+    add_completion=False,
+    no_args_is_help=True,
+    help="Koala colorizes grayscale photographs at archive scale. Each command runs a "
+    "Prefect flow; `koala COMMAND --help` tells more.",
+    **PLAIN,
+)
 
 
 @app.callback()
@@ -74,8 +117,12 @@ def _options(pairs: list[str]) -> dict:
 
 
 #: options that several commands share
-Backbone = Annotated[str, typer.Option(help="efficientnet-lite0 or inception-resnet-v2.")]
-Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+Backbone = Annotated[
+    Literal[EFFICIENTNET_LITE0, INCEPTION_RESNET_V2], typer.Option(help="Embedding network.")
+]
+Device = Annotated[
+    Literal[DEVICES], typer.Option(help="auto: the GPU when there is one (KOALA_DEVICE).")
+]
 Samples = Annotated[int, typer.Option(min=0, help="Images in the sample grid.")]
 Workers = Annotated[int | None, typer.Option(min=1, help="Local Dask workers.")]
 Scheduler = Annotated[str | None, typer.Option(help="Existing Dask scheduler.")]
@@ -157,15 +204,16 @@ def build_dataset_cmd(
     """Download, validate and shard image sources into WebDataset tars with a Parquet index."""
     params = dict(locals())
     try:
-        from flows.build_dataset import build_dataset, preflight
+        from koala.sources import enumerate_inputs
+        from tasks.shards import preflight
 
         preflight(source, out, splits)
-        from koala.sources import enumerate_inputs
-
         # Listing the sources here too costs a second pass over them, but a bad source then
         # fails as one clean line before Prefect starts (the flow checks again for deployments).
         enumerate_inputs(source, f"{out.rstrip('/')}/_staging")
         _prepare_environment(scheduler)
+        from flows.build_dataset import build_dataset
+
         stats = call_with(build_dataset, params, sources=source)
     except (KoalaError, ValueError) as exc:
         _fail(str(exc).splitlines()[0] if isinstance(exc, ValueError) else str(exc))
@@ -244,14 +292,14 @@ def colorize_cmd(
         ),
     ] = FLAGSHIP,
     format: Annotated[
-        str,
+        Literal[FORMAT_CHOICES],
         typer.Option(
-            help="auto (keep the input's format and bit depth: TIFF stays TIFF, 16-bit stays "
-            "16-bit), jpg, png or tiff."
+            help="auto keeps the input's format and bit depth (TIFF stays TIFF, 16-bit stays "
+            "16-bit)."
         ),
     ] = ColorizeConfig.format,
     treat_as: Annotated[
-        str,
+        Literal[TREAT_AS],
         typer.Option(
             help="auto: skip photographs that already have colour; monochrome: colorize every "
             "input; colour: skip every colour-mode input."
@@ -335,7 +383,11 @@ def _print_outcome(result: dict) -> None:
         f"model: {result['model']}\nimages: {result['images']}\nindex: {result['index']}\n"
         f"contact sheet: {result['contact_sheet']}"
     )
-    typer.echo(outcome_line(result["counts"], result["new"]))
+    line = outcome_line(result["counts"], result["new"])
+    if result["counts"] and set(result["counts"]) == {"failed"}:  # nothing came of the run
+        why = ", ".join(f"{n} {code}" for code, n in result.get("reasons", {}).items())
+        _fail(f"every input failed ({why}); the reasons are in the index and contact sheet", 1)
+    typer.echo(line)
 
 
 def _nothing_to_do(source: str, refs: list, card: dict, index, cfg: ColorizeConfig) -> None:
@@ -572,7 +624,7 @@ def compare_cmd(
     typer.echo(f"report: {report_path(report)}")
 
 
-models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry.", no_args_is_help=True, **PLAIN)
 app.add_typer(models_app, name="models")
 
 
@@ -583,18 +635,24 @@ def models_list_cmd(
         typer.Option(help="Dataset root holding models/ (default: KOALA_DATA_ROOT)."),
     ] = None,
 ) -> None:
-    """Registered models and versions, then the models shipped with Koala (what colorize uses
-    when the registry has no model of that name); * marks each name's champion."""
+    """The models shipped with Koala, then those of the registry when there is one (colorize
+    looks there first); * marks each name's champion."""
+    from koala import storage
     from koala.settings import get_settings
-    from models.registry import SHIPPED, SHIPPED_REGISTRY, list_models, registry_root
+    from models.cards import SHIPPED, SHIPPED_REGISTRY, list_models, registry_root
 
     root = data or get_settings().data_root
-    for where, title in ((root, registry_root(root)), (SHIPPED, f"shipped ({SHIPPED_REGISTRY})")):
+    here = registry_root(root)
+    if storage.is_local(here):
+        here = os.path.abspath(storage.local_path(here))
+    for where, title in ((SHIPPED, f"shipped with Koala ({SHIPPED_REGISTRY})"), (root, here)):
         try:
             table = list_models(where)
         except KoalaError as exc:
             _fail(str(exc))
-        typer.echo(f"{title}:" if not table.empty else f"{title}: no models")
+        if table.empty:
+            continue
+        typer.echo(f"{title}:")
         for row in table.to_dict("records"):
             psnr = row.get("val_psnr")
             metric = f"  val PSNR {psnr:.2f} dB" if isinstance(psnr, float) and psnr == psnr else ""
@@ -657,6 +715,19 @@ def models_calibrate_cmd(
 def main() -> None:
     """Entry point of the ``koala`` console script."""
     app()
+
+
+def usage_line(exc) -> str:
+    """One line for a command-line mistake (a click ``UsageError``), with the closest
+    option or command and where to read more."""
+    where = exc.ctx.command_path if exc.ctx is not None else "koala"
+    name = getattr(exc, "option_name", None)
+    if name is not None:  # NoSuchOption: click's own close matches (difflib)
+        close = getattr(exc, "possibilities", None) or []
+        hint = f"; did you mean {' or '.join(close[:2])}?" if close else ""
+        return f"no option {name} for `{where}`{hint} (see: {where} --help)"
+    message = " ".join(exc.format_message().split())
+    return f"{message} (see: {where} --help)"
 
 
 if __name__ == "__main__":

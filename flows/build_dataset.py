@@ -15,15 +15,15 @@ from flows.stages import stage
 from infra.runners import DeferredRunner, task_runner
 from koala import storage
 from koala.images import ImageLimits
-from koala.sources import check_output_apart, enumerate_inputs, mark_output
+from koala.sources import enumerate_inputs, mark_output
 from tasks.config import BuildConfig
 from tasks.ingest import chunk_fingerprint, chunk_paths, ingest_chunk
 from tasks.quality import validate_dataset_index
 from tasks.shards import (
     ShardJob,
     missing_chunk_tars,
-    parse_splits,
     plan_dataset,
+    preflight,
     run_stats,
     shard_jobs,
     write_index,
@@ -44,15 +44,6 @@ def balanced_chunk_size(n_inputs: int, max_size: int, min_size: int = 16) -> int
     """
     slots = PARALLEL_TASKS
     return max(min(max_size, -(-n_inputs // slots)), min(min_size, max_size))
-
-
-def preflight(sources: list[str], out: str, splits: str) -> dict[str, float] | None:
-    """Checks that fail at once, before any work: output apart from every input and writable,
-    split ratios valid."""
-    ratios = parse_splits(splits)
-    check_output_apart(sources, out)
-    storage.check_writable(out)
-    return ratios
 
 
 #: a thread pool of PARALLEL_TASKS, or Dask when a scheduler is configured (built when a run starts)

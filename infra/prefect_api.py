@@ -26,6 +26,7 @@ import httpx
 
 from koala.errors import KoalaError
 
+_STARTED: list[subprocess.Popen] = []
 #: most seconds a temporary server may take to answer (imports and database checks take ~5)
 SERVER_START_S = 90.0
 
@@ -60,7 +61,8 @@ class PrefectApi:
                 start_new_session=True,  # Ctrl-C reaches the command, which stops it
                 env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
             )
-        atexit.register(_stop, proc)
+        _STARTED.append(proc)
+        atexit.register(stop_server, proc)
         api = f"http://127.0.0.1:{port}/api"
 
         def wait() -> None:
@@ -116,8 +118,14 @@ def _wait_healthy(api: str, proc: subprocess.Popen, timeout: float = SERVER_STAR
     raise RuntimeError(f"no answer in {timeout:.0f} s")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop the temporary server (its whole process group) when the command exits."""
+def started_servers() -> list[subprocess.Popen]:
+    """The temporary servers this process started (stopped at exit)."""
+    return list(_STARTED)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Stop a temporary server (its whole process group); at the latest when the command
+    exits."""
     if proc.poll() is None:
         with contextlib.suppress(OSError):
             os.killpg(proc.pid, signal.SIGTERM)

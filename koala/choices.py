@@ -19,6 +19,8 @@ FORMATS = {"jpg": ".jpg", "png": ".png", "tiff": ".tif"}
 FORMAT_CHOICES = ("auto", *FORMATS)
 #: how a colour-mode scan is judged: by its pixels, or as the archivist says
 TREAT_AS = ("auto", "colour", "monochrome")
+#: where models run: auto (the GPU when there is one), cpu or cuda
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,17 @@ def pil_guards() -> None:
     ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
+def image_signature(head: bytes) -> str | None:
+    """The supported format (Pillow's name) whose signature ``head`` (a file's first bytes)
+    carries, by Pillow's own format checks; None when it carries none."""
+    Image.init()
+    for fmt in sorted(SUPPORTED_FORMATS):
+        accept = Image.OPEN.get(fmt, (None, None))[1]
+        if accept is not None and accept(head[:64]):
+            return fmt
+    return None
+
+
 def open_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> OpenedImage:
     """Fully decode ``data`` without changing its mode; raise :class:`Rejected` when it is not
     a usable image (empty, unknown, unsupported, corrupt, truncated, too large or too small)."""

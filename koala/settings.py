@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from koala.choices import DEVICES
+
 
 class KoalaSettings(BaseSettings):
     """Settings shared by every flow; each field maps to ``KOALA_<FIELD>``."""
@@ -29,7 +31,7 @@ class KoalaSettings(BaseSettings):
         description="A colorize run of at most this many images runs in the command's own "
         "process (no Dask cluster) unless a scheduler or --workers is given.",
     )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Torch device for models.")
+    device: Literal[DEVICES] = Field("auto", description="Torch device for models.")
     http_concurrency: int = Field(16, ge=1, description="Parallel downloads per ingest task.")
     http_timeout_s: float = Field(20.0, gt=0, description="Connect/read timeout per request.")
     http_retries: int = Field(3, ge=1, description="Attempts per URL for transient errors.")

@@ -320,7 +320,28 @@ def expand_source(spec: str, staging: str) -> list[dict]:
     if fs.isdir(path):
         return _list_tree(spec, spec)
     uri = path if storage.is_local(spec) else spec
+    _check_image_file(fs, path, spec)
     return [_entries(uri, spec, stamp=_stamp(fs.info(path)))]
+
+
+def _check_image_file(fs, path: str, spec: str) -> None:
+    """A single file given as the source must be an image Koala reads (by its signature):
+    anything else is refused now, in one line, before any work."""
+    from koala.images import SUPPORTED_FORMATS, image_signature
+
+    try:
+        with fs.open(path, "rb") as f:
+            head = f.read(64)
+    except Exception as exc:
+        raise SourceError(f"source {spec!r}: cannot read it ({one_line(exc)})") from None
+    if not head:
+        raise SourceError(f"source {spec!r} is an empty file")
+    if image_signature(head) is None:
+        kinds = ", ".join(sorted(SUPPORTED_FORMATS))
+        raise SourceError(
+            f"source {spec!r} is not an image Koala reads ({kinds}), a folder, an archive "
+            f"({', '.join(ARCHIVE_SUFFIXES)}) or a list of URIs ({', '.join(LIST_SUFFIXES)})"
+        )
 
 
 def _read_bytes(url: str) -> bytes:

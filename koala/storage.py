@@ -230,6 +230,11 @@ def remove_stale_temporaries(url: str, max_age_s: float = FOREIGN_TEMPORARY_MAX_
 def check_writable(url: str) -> None:
     """Fail with a one-line :class:`StorageError` unless a file can be written under ``url``."""
     probe = join(url, f".koala-write-probe-{uuid.uuid4().hex[:8]}")
+    if is_local(url) and os.path.isfile(local_path(url)):
+        raise StorageError(
+            f"output {url!r} is an existing file; give a folder (a new one, or one Koala "
+            "wrote before)"
+        )
     try:
         makedirs(url)
         atomic_write_bytes(probe, b"ok")

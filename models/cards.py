@@ -6,6 +6,7 @@ the networks (building, saving and loading weights).
 
 from __future__ import annotations
 
+import difflib
 import json
 import time
 from pathlib import Path
@@ -46,6 +47,14 @@ def versions(root: str, name: str) -> list[str]:
         for p in fs.ls(path, detail=False)
         if fs.exists(f"{p.rstrip('/')}/card.json")
     )
+
+
+def model_names(root: str) -> list[str]:
+    """The names registered under ``root`` (empty when it has no registry)."""
+    fs, path = storage.get_fs(registry_root(root))
+    if not fs.exists(path):
+        return []
+    return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
 
 
 def champion(root: str, name: str) -> str | None:
@@ -91,7 +100,9 @@ def resolve(root: str, spec: str) -> tuple[str, str]:
     known = versions(root, name)
     if not known:
         where = registry_root(root) + ("" if root == SHIPPED else " nor among the shipped models")
-        raise RegistryError(f"no model named {name!r} in {where} (see: koala models list)")
+        close = difflib.get_close_matches(name, model_names(root) + model_names(SHIPPED), 1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise RegistryError(f"no model named {name!r} in {where}{hint} (see: koala models list)")
     if not version:
         version = champion(root, name) or known[-1]
     if version not in known:
@@ -130,21 +141,19 @@ def find_card(root: str, spec: str) -> dict[str, Any]:
 
 def list_models(root: str) -> pd.DataFrame:
     """One row per registered version: name, version, champion flag, created, val metrics."""
-    fs, path = storage.get_fs(registry_root(root))
     rows = []
-    if fs.exists(path):
-        for name in sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)):
-            best = champion(root, name)
-            for version in versions(root, name):
-                card = load_card(root, name, version)
-                rows.append(
-                    {
-                        "name": name,
-                        "version": version,
-                        "champion": version == best,
-                        "architecture": card.get("architecture"),
-                        "created_at": card.get("created_at"),
-                        **{f"val_{k}": v for k, v in card.get("val_metrics", {}).items()},
-                    }
-                )
+    for name in model_names(root):
+        best = champion(root, name)
+        for version in versions(root, name):
+            card = load_card(root, name, version)
+            rows.append(
+                {
+                    "name": name,
+                    "version": version,
+                    "champion": version == best,
+                    "architecture": card.get("architecture"),
+                    "created_at": card.get("created_at"),
+                    **{f"val_{k}": v for k, v in card.get("val_metrics", {}).items()},
+                }
+            )
     return pd.DataFrame(rows)

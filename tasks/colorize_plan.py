@@ -133,6 +133,13 @@ def status_counts(rows: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in rows["status"].value_counts().items()}
 
 
+def failure_reasons(rows: pd.DataFrame) -> dict[str, int]:
+    """How many failed rows have each reason code (``corrupt``, ``too_small``...)."""
+    failed = rows[rows["status"] == "failed"]["reason"]
+    codes = failed.map(lambda r: str(r or "").split(":", 1)[0].strip() or "unknown")
+    return {str(k): int(v) for k, v in codes.value_counts().items()}
+
+
 def run_summary(output: str, spec: str, rows: pd.DataFrame, sheet: str, new: int) -> dict:
     """What a colorize run reports: model, where images, index and contact sheet are, the
     status counts of its rows and how many inputs it worked on."""
@@ -142,6 +149,7 @@ def run_summary(output: str, spec: str, rows: pd.DataFrame, sheet: str, new: int
         "inputs": len(rows),
         "new": new,
         "counts": status_counts(rows),
+        "reasons": failure_reasons(rows),
         "index": f"{out}/index",
         "contact_sheet": sheet,
         "images": f"{out}/images",

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import webdataset as wds
 
 from koala import storage
+from koala.sources import check_output_apart
 from koala.uris import split_member_uri
 from tasks.config import BuildConfig
 from tasks.ingest import RECORD_COLUMNS
@@ -53,6 +53,15 @@ def parse_splits(text: str) -> dict[str, float] | None:
 
 
 DEFAULT_RATIOS = parse_splits(BuildConfig.splits)
+
+
+def preflight(sources: list[str], out: str, splits: str) -> dict[str, float] | None:
+    """build-dataset's checks that fail at once, before any work (and before Prefect loads):
+    output apart from every input and writable, split ratios valid."""
+    ratios = parse_splits(splits)
+    check_output_apart(sources, out)
+    storage.check_writable(out)
+    return ratios
 
 
 def split_of(content_hash: str, ratios: dict[str, float]) -> str:
@@ -198,6 +207,8 @@ def write_shard(out: str, job: ShardJob) -> dict:
         by_chunk.setdefault(chunk, set()).add(key)
     staged: dict[str, bytes] = {}
     total = 0
+    import webdataset as wds  # here, not at import: build-dataset's checks stay quick
+
     with storage.atomic_open(tar_url) as f:
         writer = wds.TarWriter(f, mtime=SHARD_MTIME, encoder=False)
         for key, chunk in job.members:

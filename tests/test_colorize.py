@@ -231,7 +231,7 @@ def test_fail_fast_with_one_line(
             "--model",
             "vgg",
         ],
-        "unknown format 'webp'": [
+        "'webp' is not one of 'auto', 'jpg', 'png', 'tiff'": [
             "--input",
             str(tmp_path / "in"),
             "--output",

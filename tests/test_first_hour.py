@@ -1,0 +1,142 @@
+"""A newcomer's first hour (issue 27): help that reads at 80 columns, mistakes that are one line
+with a way out and fail before Prefect or torch load, a run where every input failed exits
+non-zero, a small run in the command's own process beside a temporary Prefect server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from cli.main import app
+from tests.fixtures import colour_photo, encode
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _commands(group, path=()):
+    yield path
+    for name, sub in getattr(group, "commands", {}).items():
+        yield from _commands(sub, (*path, name))
+
+
+def test_every_help_reads_at_80_columns() -> None:
+    """No line wider than the terminal, nothing cut off, choices listed as values."""
+    runner = CliRunner()
+    for path in _commands(get_command(app)):
+        out = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+        assert out.exit_code == 0, (path, out.output)
+        wide = [line for line in out.output.splitlines() if len(line) > 80]
+        assert not wide and "…" not in out.output, (path, wide)
+        assert "╭" not in out.output, path  # plain help, no boxes that squeeze descriptions
+    colorize = runner.invoke(app, ["colorize", "--help"], terminal_width=80).output
+    assert "<auto|jpg|png|tiff>" in colorize and "<auto|colour|monochrome>" in colorize
+
+
+def _one_line(out, code: int = 2) -> str:
+    assert out.exit_code == code, out.output
+    assert out.output.count("\n") == 1, out.output
+    return out.output
+
+
+def test_typos_get_one_line_with_did_you_mean(tmp_path: Path) -> None:
+    runner = CliRunner()
+    (tmp_path / "in").mkdir()
+    args = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "o")]
+    line = _one_line(runner.invoke(app, ["colorize", *args, "--saturaton", "1.4"]))
+    assert "did you mean --saturation?" in line and "--help" in line
+    assert "Did you mean 'colorize'?" in _one_line(runner.invoke(app, ["colrize"]))
+    (tmp_path / "in" / "a.png").write_bytes(encode(colour_photo(1, (64, 48)).convert("L"), "PNG"))
+    line = _one_line(runner.invoke(app, ["colorize", *args, "--model", "chroma_unnet"]))
+    assert "did you mean 'chroma_unet'?" in line
+
+
+def _run_cli_alone(args: list[str]) -> tuple[int, str, bool]:
+    """The CLI in a fresh interpreter: exit code, stderr, and whether Prefect or torch was
+    imported before it ended (a checkable mistake must fail before either loads)."""
+    probe = (
+        "import sys\nfrom cli.main import app\n"
+        f"try:\n    app({args!r})\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "heavy = any(m in sys.modules for m in ('prefect', 'torch'))\n"
+        "print(code, heavy)\n"
+    )
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120
+    )
+    code, heavy = done.stdout.split()
+    return int(code), done.stderr, heavy == "True"
+
+
+def test_checkable_mistakes_fail_before_anything_heavy_loads(tmp_path: Path) -> None:
+    (tmp_path / "notes.pdf").write_bytes(b"%PDF-1.7\n" + b"x" * 100)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(encode(colour_photo(2, (64, 48)).convert("L"), "PNG"))
+    taken = tmp_path / "taken.txt"
+    taken.write_text("a file")
+    cases = {
+        "is not an image Koala reads": ["colorize", "--input", str(tmp_path / "notes.pdf"),
+                                        "--output", str(tmp_path / "o1")],
+        "is an existing file; give a folder": ["colorize", "--input", str(tmp_path / "in"),
+                                               "--output", str(taken)],
+        "does not exist": ["build-dataset", "--source", str(tmp_path / "missing"),
+                           "--out", str(tmp_path / "d")],
+    }  # fmt: skip
+    for words, args in cases.items():
+        code, err, heavy = _run_cli_alone(args)
+        assert code == 2 and words in err and err.count("\n") == 1, (args, err)
+        assert not heavy, f"{args[0]} loaded Prefect or torch before failing: {err}"
+
+
+def test_a_run_where_every_input_failed_exits_non_zero(tmp_path: Path, prefect_server) -> None:
+    (tmp_path / "in").mkdir()
+    whole = encode(colour_photo(3, (200, 150)).convert("L"), "JPEG")
+    (tmp_path / "in" / "broken.jpg").write_bytes(whole[: len(whole) // 3])
+    args = ["colorize", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 1, out.output
+    last = out.output.strip().splitlines()[-1]
+    assert last.startswith("koala: error: every input failed (1 ") and "contact sheet" in last
+
+
+def test_a_small_run_stays_in_process_unless_a_cluster_is_asked_for(monkeypatch) -> None:
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from infra.runners import colorize_runner
+    from koala.settings import get_settings
+
+    monkeypatch.delenv("KOALA_DASK_ADDRESS", raising=False)
+    get_settings.cache_clear()
+    small = get_settings().in_process_images
+    assert isinstance(colorize_runner(small, None, None), ThreadPoolTaskRunner)
+    assert isinstance(colorize_runner(small + 1, None, None), DaskTaskRunner)
+    assert isinstance(colorize_runner(1, None, 2), DaskTaskRunner)  # --workers: a cluster
+    assert isinstance(colorize_runner(1, "tcp://127.0.0.1:1", None), DaskTaskRunner)
+
+
+def test_the_temporary_prefect_server_starts_beside_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No server configured and no local stack: a temporary one starts in the background,
+    answers once ready, and is gone when stopped."""
+    from infra import prefect_api
+
+    monkeypatch.setenv("KOALA_STACK_DIR", str(tmp_path / "no-stack"))
+    api = prefect_api.PrefectApi("temporary").start_temporary()
+    url = api.ready()
+    try:
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+        assert prefect_api.stack_exports() == {}
+    finally:
+        api._settings.close()
+        for proc in prefect_api.started_servers():
+            prefect_api.stop_server(proc)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{url}/health", timeout=2)
