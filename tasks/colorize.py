@@ -112,7 +112,7 @@ def cached_colorizer(
     process and made lean for inference (:func:`streamlined`), both channels-last (faster
     convolutions on CPU and GPU), their convolution weights stored in the autocast dtype of
     ``precision`` (same outputs, 7% faster here)."""
-    model, card = load_model(registry, spec)
+    model, card = loaded_model(registry, spec)
     backbone = cached_backbone(card.get("backbone", DEFAULT_BACKBONE), None, device)
     model, backbone = streamlined(model.to(device).eval(), backbone, device)
     dtype = inference_dtype(device, precision)
@@ -155,12 +155,28 @@ def streamlined(
     return model, backbone
 
 
+#: (registry, spec) -> the loaded network and card, also under its pinned NAME@VERSION
+_LOADED: dict[tuple[str, str], tuple[torch.nn.Module, dict]] = {}
+
+
+def loaded_model(registry: str, spec: str) -> tuple[torch.nn.Module, dict]:
+    """:func:`models.registry.load_model`, once per process for a model version: the CLI's
+    check loads it by the name the user gave, the run asks for its pinned version."""
+    if (registry, spec) not in _LOADED:
+        if len(_LOADED) > 8:  # a long-lived worker that saw many versions
+            _LOADED.clear()
+        model, card = load_model(registry, spec)
+        pinned = (registry, f"{card['name']}@{card['version']}")
+        _LOADED[(registry, spec)] = _LOADED[pinned] = (model, card)
+    return _LOADED[(registry, spec)]
+
+
 @lru_cache(maxsize=4)
 def verified_card(registry: str, spec: str) -> dict:
     """The card of ``spec`` once its weights have loaded into its network (a broken entry
     fails here, in one line, not on a worker); once per process, as the CLI's preflight and
     the flow both ask."""
-    return load_model(registry, spec)[1]
+    return loaded_model(registry, spec)[1]
 
 
 def make_thumb(img: Image.Image | np.ndarray) -> bytes:
