@@ -7,12 +7,13 @@ process work pool and its worker, and a Dask LocalCluster that the flows use.
     python -m infra.local_stack down    # stop everything it started
 
 State, logs and the SQLite database live in ``.koala/`` (``KOALA_STACK_DIR``). The server is
-Prefect's own background server (``prefect server start --background`` with ``PREFECT_HOME``
-in that folder, stopped with ``prefect server stop``); ``up`` gives it a random token (the
-Prefect variable ``koala_stack_token``, also kept in ``stack.json``), and a server counts as
-the stack's own only when Prefect's ``server.pid`` is alive and the server on the recorded
-port answers with that token, so another program or another Prefect server on the port is
-never taken for it.
+``prefect server start`` with ``PREFECT_HOME`` in that folder, in its own session, its output
+in ``prefect-server.log`` (not ``--background``, which leaves the server writing into pipes
+that nobody reads once the starting command exits: its first log line after that can kill
+it); ``up`` gives it a random token (the Prefect variable ``koala_stack_token``, also kept in
+``stack.json``), and a server counts as the stack's own only when the recorded process is
+alive and the server on the recorded port answers with that token, so another program or
+another Prefect server on the port is never taken for it.
 
 Ports: 4200 (Prefect) and 8786 (Dask), or a free port when one of those is taken by another
 program; ``KOALA_STACK_PREFECT_PORT`` / ``KOALA_STACK_DASK_PORT`` require a port, and ``up``
@@ -44,7 +45,10 @@ POOL = "koala-local"
 TOKEN_VARIABLE = "koala_stack_token"
 DEFAULT_PORTS = {"prefect": 4200, "dask": 8786}
 PORT_VARIABLES = {"prefect": "KOALA_STACK_PREFECT_PORT", "dask": "KOALA_STACK_DASK_PORT"}
-SERVER_MARKER = "prefect.server.api.server"  # in the command line of Prefect's server process
+SERVER_MARKER = "prefect server start"  # in the command line of the stack's server process
+#: in the command line of a server that ``prefect server start --background`` started (older
+#: stacks; stopped with ``prefect server stop``)
+BACKGROUND_MARKER = "prefect.server.api.server"
 DASK_MARKER = "infra.local_stack dask"
 WORKER_MARKER = "worker start --pool"
 #: what ``up`` records and ``down`` stops before the server: key, command-line marker, name
@@ -158,7 +162,7 @@ def own_server(state: dict) -> bool:
     """Whether the stack's Prefect server is up: Prefect's ``server.pid`` is alive and the
     server on the recorded port answers with the recorded token."""
     port, token = state.get("prefect_port"), state.get("token")
-    if not (port and token and runs(_read_pid(_server_pid_file()), SERVER_MARKER)):
+    if not (port and token and runs(state.get("prefect_pid"), SERVER_MARKER)):
         return False
     url = f"http://127.0.0.1:{port}/api/variables/name/{TOKEN_VARIABLE}"
     try:
@@ -195,17 +199,21 @@ def _prefect(args: list[str], state: dict, log: str = "prefect-cli.log") -> None
 
 
 def stop_server(state: dict) -> bool:
-    """``prefect server stop`` for the stack's Prefect home when its ``server.pid`` names a
-    running Prefect server (a stale file is only removed); whether one was stopped."""
+    """Stop the stack's Prefect server (and, for an older stack, ``prefect server stop`` when
+    the home's ``server.pid`` names a running background server; a stale file is only
+    removed); whether one was stopped."""
+    own = runs(state.get("prefect_pid"), SERVER_MARKER)
+    if own:
+        _terminate(state["prefect_pid"])
     pid_file = _server_pid_file()
     pid = _read_pid(pid_file)
-    stopped = runs(pid, SERVER_MARKER)
+    stopped = runs(pid, BACKGROUND_MARKER)
     if stopped:
         _prefect(["server", "stop"], state, log="prefect-server.log")
         if not _wait_gone(pid):
             os.kill(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
-    return stopped
+    return own or stopped
 
 
 def stop_parts(state: dict, say: Callable[[str], None]) -> None:
@@ -228,16 +236,15 @@ def _set_token(api: str, token: str) -> None:
 
 
 def start_server(state: dict) -> str:
-    """Start the stack's Prefect server with ``prefect server start --background`` on
-    ``state["prefect_port"]`` and give it a fresh token; a status line."""
+    """Start the stack's Prefect server (``prefect server start`` on ``state["prefect_port"]``,
+    its own session, output to ``prefect-server.log``) and give it a fresh token; a status
+    line."""
     state["token"] = secrets.token_hex(16)
-    port = str(state["prefect_port"])
-    args = ["server", "start", "--background", "--host", "127.0.0.1", "--port", port]
-    _prefect(args, state, log="prefect-server.log")
+    port = state["prefect_port"]
+    state["prefect_pid"] = _spawn("prefect-server", prefect_server_command(port), _env(state))
     api = _env(state)["PREFECT_API_URL"]
     _wait("the Prefect server", lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200)
     _set_token(api, state["token"])
-    state["prefect_pid"] = _read_pid(_server_pid_file())
     return f"Prefect server: started (pid {state['prefect_pid']}, port {port})"
 
 
