@@ -145,17 +145,21 @@ def _prepare_environment(scheduler: str | None) -> str | None:
     ``--scheduler`` becomes the configured one. Returns the local stack's Dask scheduler when
     the stack is up."""
     api = _connect_prefect()
-    api.ready()
+    _ready(api)
     _use_scheduler(scheduler)
     return api.dask
 
 
 def _connect_prefect():  # -> infra.prefect_api.PrefectApi
-    """The configured Prefect server, the local stack's, or a temporary one starting in the
-    background (:meth:`PrefectApi.ready` waits for it)."""
+    """The configured Prefect server, the local stack's, or a temporary one starting now in
+    the background (:func:`_ready` waits for it)."""
     from infra.prefect_api import connect
 
-    return connect(lambda line: typer.echo(line, err=True))
+    return connect()
+
+
+def _ready(api) -> None:
+    api.ready(lambda line: typer.echo(line, err=True))
 
 
 def _use_scheduler(scheduler: str | None) -> None:
@@ -331,6 +335,7 @@ def colorize_cmd(
     params = dict(locals())
     params["treat_as"] = "monochrome" if recolor else treat_as
     params["device"] = _device(device)
+    api = _connect_prefect()  # a temporary server starts now, beside the checks and the model
     try:
         from tasks.colorize_plan import plan_batches, prepare_run, resolve_registry
 
@@ -339,25 +344,56 @@ def colorize_cmd(
         refs, plan, card, index = prepare_run(input, cfg)  # fail fast, before torch is imported
         todo = plan_batches(refs, plan, index, card, cfg)
         if not todo:
+            api.close()
             _nothing_to_do(input, refs, card, index, cfg)
             return
-        from tasks.colorize import verified_card
-
-        verified_card(params["registry"], params["model"])  # the weights load
-        api = _connect_prefect()  # a temporary server starts while the model is made ready
-        params["model"] = f"{card['name']}@{card['version']}"  # the version checked, pinned
+        params["model"] = f"{card['name']}@{card['version']}"  # this version, pinned
         images = sum(len(b) for b in todo)
-        cfg = pick(ColorizeConfig, params)
-        runner = _colorize_runner(images, scheduler, workers, api.dask, cfg)
-        api.ready()
-        _use_scheduler(scheduler)
-        from flows.colorize import colorize_archive
-
-        flow = colorize_archive.with_options(task_runner=runner)
-        result = _outcome(call_with(flow, params, return_state=True))
+        if _on_warm_stack(api, images, scheduler, workers):
+            result = _stack_outcome(api, params)
+        else:
+            result = _run_here(api, params, images, scheduler, workers)
     except KoalaError as exc:
+        api.close()
         _fail(str(exc))
     _print_outcome(result)
+
+
+def _on_warm_stack(api, images: int, scheduler, workers) -> bool:
+    """Whether a run goes to the local stack's warm Dask worker (``cli/stack_run.py``): the
+    stack is up with its cluster, the run is small, and no scheduler or workers are asked."""
+    from koala.settings import get_settings
+
+    settings = get_settings()
+    small = images <= settings.in_process_images and not settings.dask_address
+    return (
+        api.origin == "local stack" and bool(api.dask) and small and not scheduler and not workers
+    )
+
+
+def _stack_outcome(api, params: dict) -> dict:
+    """The run on the stack's worker; a failed run ends the command with its one line."""
+    from cli.stack_run import run_on_stack
+
+    outcome = run_on_stack(api.dask, params, lambda line: typer.echo(line, err=True))
+    if "failed" in outcome:
+        _fail(outcome["failed"], code=1)
+    return outcome["result"]
+
+
+def _run_here(api, params: dict, images: int, scheduler, workers) -> dict:
+    """The run from this process: its model checked and loaded while the Prefect server
+    starts, then the flow with the runner :func:`_colorize_runner` picks."""
+    from tasks.colorize import verified_card
+
+    verified_card(params["registry"], params["model"])  # the weights load
+    runner = _colorize_runner(images, scheduler, workers, api.dask, pick(ColorizeConfig, params))
+    _ready(api)
+    _use_scheduler(scheduler)
+    from flows.colorize import colorize_archive
+
+    flow = colorize_archive.with_options(task_runner=runner)
+    return _outcome(call_with(flow, params, return_state=True))
 
 
 def _colorize_runner(images: int, scheduler, workers, stack_dask, cfg: ColorizeConfig):

@@ -39,8 +39,6 @@ from pathlib import Path
 import httpx
 import psutil
 
-from infra.runners import WORKER_MALLOC_ENV
-
 POOL = "koala-local"
 TOKEN_VARIABLE = "koala_stack_token"
 DEFAULT_PORTS = {"prefect": 4200, "dask": 8786}
@@ -278,6 +276,8 @@ def serve_dask(workers: int, port: int) -> None:
     """Run a process LocalCluster on ``port`` until terminated (the stack's Dask)."""
     import dask
     from distributed import LocalCluster
+
+    from infra.runners import WORKER_MALLOC_ENV  # here: reading the stack's state stays light
 
     dask.config.set(
         {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_MALLOC_ENV.items()}

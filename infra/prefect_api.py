@@ -42,6 +42,34 @@ class PrefectApi:
         self._error: BaseException | None = None
         self.log: Path | None = None
         self._settings = contextlib.ExitStack()  # kept open for the rest of the command
+        self._proc: subprocess.Popen | None = None
+
+    def close(self) -> None:
+        """Stop the temporary server now (a command that ends before its flow ran)."""
+        if self.origin == "temporary" and self._proc is not None:
+            stop_server(self._proc)
+        self._settings.close()
+
+    def describe(self) -> str:
+        """One line on which server this command reports to."""
+        if self.origin == "temporary":
+            return (
+                "Prefect: a temporary local server for this command "
+                "(`python -m infra.local_stack up` keeps one running)"
+            )
+        return f"Prefect: the {self.origin} server {self.url}"
+
+    def _profile_server(self) -> bool:
+        """When the active Prefect profile names a server, use it and stop the temporary one."""
+        from prefect.settings import PREFECT_API_URL
+
+        configured = PREFECT_API_URL.value()
+        if not configured:
+            return False
+        for proc in started_servers():
+            stop_server(proc)
+        self.origin, self.url, self._thread = "configured", configured, None
+        return True
 
     def start_temporary(self) -> PrefectApi:
         """Start ``prefect server start`` (no UI) on a free port as a child process, its log
@@ -62,6 +90,7 @@ class PrefectApi:
                 env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
             )
         _STARTED.append(proc)
+        self._proc = proc
         atexit.register(stop_server, proc)
         api = f"http://127.0.0.1:{port}/api"
 
@@ -76,9 +105,13 @@ class PrefectApi:
         self._thread.start()
         return self
 
-    def ready(self) -> str:
+    def ready(self, say: Callable[[str], None] = lambda _line: None) -> str:
         """Wait for the server; its URL becomes this command's Prefect API (the processes it
         starts inherit it)."""
+        if self._thread is not None and self._profile_server():
+            return str(self.url)
+        if self.origin != "configured":
+            say(self.describe())
         if self._thread is not None:
             self._thread.join()
             if self._error is not None or not self.url:
@@ -150,19 +183,14 @@ def stack_exports() -> dict[str, str]:
     return found
 
 
-def connect(say: Callable[[str], None]) -> PrefectApi:
-    """The configured server, the local stack's, or a temporary one starting now; ``say``
-    tells the operator which (one line)."""
-    from prefect.settings import PREFECT_API_URL
-
-    if configured := PREFECT_API_URL.value():
+def connect() -> PrefectApi:
+    """This command's Prefect API, found without importing Prefect: ``PREFECT_API_URL`` in the
+    environment, else the local stack's server when it is up, else a temporary server that
+    starts now, beside the command's own work (:meth:`PrefectApi.ready` stops it again when
+    the active Prefect profile names a server after all)."""
+    if configured := os.environ.get("PREFECT_API_URL"):
         return PrefectApi("configured", configured)
     stack = stack_exports()
     if stack:
-        say(f"using the local stack's Prefect server ({stack['PREFECT_API_URL']})")
         return PrefectApi("local stack", stack["PREFECT_API_URL"], stack.get("KOALA_DASK_ADDRESS"))
-    say(
-        "starting a temporary Prefect server in the background (a few seconds; "
-        "`python -m infra.local_stack up` keeps one running)"
-    )
     return PrefectApi("temporary").start_temporary()

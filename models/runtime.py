@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import os
 import platform
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -24,12 +26,14 @@ def resolve_device(device: str | None = None) -> torch.device:
 
 def worker_threads() -> int:
     """CPU cores this process should use: its Dask worker's threads, else every core."""
-    try:
+    if "distributed" in sys.modules:  # not imported: this is no Dask worker (and stays light)
         from distributed import get_worker
 
-        return max(1, get_worker().state.nthreads)
-    except (ImportError, ValueError):
-        return max(1, os.cpu_count() or 1)
+        try:
+            return max(1, get_worker().state.nthreads)
+        except ValueError:
+            pass
+    return max(1, os.cpu_count() or 1)
 
 
 def set_torch_threads(n: int | None = None) -> int:
@@ -38,6 +42,18 @@ def set_torch_threads(n: int | None = None) -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread for a moment: small forwards (probes) run as fast on one, and do not
+    stall when another process holds the other cores (a Prefect server starting beside)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def fast_cpu_bf16() -> bool:

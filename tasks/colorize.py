@@ -52,6 +52,7 @@ from models.runtime import (
     fold_batchnorm,
     inference_dtype,
     inference_mode,
+    one_torch_thread,
     precast_for_autocast,
     resolve_device,
     set_torch_threads,
@@ -114,7 +115,8 @@ def cached_colorizer(
     ``precision`` (same outputs, 7% faster here)."""
     model, card = loaded_model(registry, spec)
     backbone = cached_backbone(card.get("backbone", DEFAULT_BACKBONE), None, device)
-    model, backbone = streamlined(model.to(device).eval(), backbone, device)
+    with one_torch_thread():  # its probes are small
+        model, backbone = streamlined(model.to(device).eval(), backbone, device)
     dtype = inference_dtype(device, precision)
     channels_last = torch.channels_last
     return (

@@ -213,7 +213,7 @@ def _no_prefect(*_args, **_kwargs) -> None:
 def test_fail_fast_with_one_line(
     tmp_path: Path, registry: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("cli.main._connect_prefect", _no_prefect)
+    monkeypatch.setattr("cli.main._ready", _no_prefect)
     (tmp_path / "empty").mkdir()
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.png").write_bytes(encode(_gray(1), "PNG"))

@@ -126,11 +126,16 @@ def test_the_temporary_prefect_server_starts_beside_the_command(
 ) -> None:
     """No server configured and no local stack: a temporary one starts in the background,
     answers once ready, and is gone when stopped."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from infra import prefect_api
 
     monkeypatch.setenv("KOALA_STACK_DIR", str(tmp_path / "no-stack"))
-    api = prefect_api.PrefectApi("temporary").start_temporary()
-    url = api.ready()
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # no server in the profile
+        api = prefect_api.connect()
+        assert api.origin == "temporary"
+        url = api.ready()
     try:
         assert httpx.get(f"{url}/health", timeout=5).status_code == 200
         assert prefect_api.stack_exports() == {}
@@ -140,3 +145,42 @@ def test_the_temporary_prefect_server_starts_beside_the_command(
             prefect_api.stop_server(proc)
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{url}/health", timeout=2)
+
+
+def test_a_small_run_goes_to_the_warm_worker_of_the_local_stack(tmp_path: Path) -> None:
+    """With the stack up, `koala colorize` finds it, runs the flow in one of its Dask workers
+    (a process that keeps the model loaded for the next run), and the runs are on its server."""
+    from tests.conftest import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "KOALA_"))}
+    env |= {
+        "KOALA_STACK_DIR": str(tmp_path / "stack"),
+        "KOALA_STACK_PREFECT_PORT": str(free_port()),
+        "KOALA_STACK_DASK_PORT": str(free_port()),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PYTHONPATH": str(ROOT),
+    }
+    box = tmp_path / "box"
+    box.mkdir()
+    for i in range(2):
+        (box / f"s{i}.png").write_bytes(
+            encode(colour_photo(40 + i, (160, 120)).convert("L"), "PNG")
+        )
+
+    def koala(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", *args]
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+    up = koala("infra.local_stack", "up")
+    assert up.returncode == 0, up.stderr
+    try:
+        for n in range(2):
+            run = koala("cli", "colorize", "--input", str(box), "--output", str(tmp_path / f"o{n}"))
+            assert run.returncode == 0, run.stderr
+            assert "running on the local stack's Dask cluster" in run.stderr, run.stderr
+            assert run.stdout.strip().splitlines()[-1] == "2 colorized; 2 new", run.stdout
+        port = env["KOALA_STACK_PREFECT_PORT"]
+        runs = httpx.post(f"http://127.0.0.1:{port}/api/flow_runs/filter", json={}).json()
+        assert sum(r["name"] != "" and r["state_type"] == "COMPLETED" for r in runs) >= 2
+    finally:
+        koala("infra.local_stack", "down")

@@ -51,7 +51,7 @@ def test_colorize_summary_last_and_rerun_starts_nothing(
     assert lines[-1] == "1 colorized, 1 skipped as colour, 1 failed; 3 new", first.stdout
     # Dask's workers log to the terminal too: quiet unless --verbose
     assert "distributed." not in first.stderr and "INFO" not in first.stderr, first.stderr
-    monkeypatch.setattr("cli.main._connect_prefect", _refuse)
+    monkeypatch.setattr("cli.main._ready", _refuse)
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
     assert again.output.strip().splitlines()[-1].endswith("; 0 new"), again.output
