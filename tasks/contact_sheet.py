@@ -21,8 +21,8 @@ from PIL import Image
 
 from koala import storage
 from koala.choices import DEFAULT_LIMITS
-from koala.colour import rgb_to_lab
 from koala.images import pil_guards
+from koala.monochrome import thumbnail_lab
 from koala.uris import split_member_uri
 from tasks.colorize import THUMB, make_thumb, thumb_uris
 
@@ -147,7 +147,7 @@ def input_kind(r, before: str | None = None) -> str:
         return "grayscale input"
     try:
         with Image.open(io.BytesIO(storage.read_bytes(before or ""))) as img:
-            lab = rgb_to_lab(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)
+            lab = thumbnail_lab(img.convert("RGB"))  # CIE Lab, L* 0-100
     except Exception:
         return "input"
     chroma = float(np.median(np.hypot(lab[..., 1], lab[..., 2])))

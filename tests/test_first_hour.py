@@ -184,3 +184,27 @@ def test_a_small_run_goes_to_the_warm_worker_of_the_local_stack(tmp_path: Path) 
         assert sum(r["name"] != "" and r["state_type"] == "COMPLETED" for r in runs) >= 2
     finally:
         koala("infra.local_stack", "down")
+
+
+def test_captions_say_what_each_input_was(tmp_path: Path) -> None:
+    """A gray file, a gray print stored as RGB, a sepia print and a colour photograph."""
+    from types import SimpleNamespace
+
+    from PIL import ImageOps
+
+    from tasks.colorize import make_thumb
+    from tasks.contact_sheet import input_kind
+
+    gray = colour_photo(5, (200, 150)).convert("L")
+    sepia = ImageOps.colorize(gray, (40, 22, 8), (250, 236, 200))
+    cases = {
+        "grayscale input": ("ok", "L", gray),
+        "gray input (stored as colour)": ("ok", "RGB", gray.convert("RGB")),
+        "toned input": ("ok", "RGB", sepia),
+        "colour photograph": ("skipped_color", "RGB", colour_photo(5, (200, 150))),
+    }
+    for words, (status, mode, picture) in cases.items():
+        thumb = tmp_path / f"{len(words)}.jpg"
+        thumb.write_bytes(make_thumb(picture))
+        row = SimpleNamespace(status=status, input_mode=mode)
+        assert input_kind(row, str(thumb)) == words
