@@ -6,7 +6,11 @@
 - ``nine_scans_cold_s``: the newcomer's box: 6 gray scans, 1 sepia print, 1 colour
   photograph, 1 truncated file; same conditions.
 - ``one_scan_stack_s``: one scan with the local stack up (``python -m infra.local_stack up``
-  in a private ``KOALA_STACK_DIR``), which the command finds and uses.
+  in a private ``KOALA_STACK_DIR``), which the command finds and uses (its first run after
+  ``up`` loads the model into the stack's worker; the spread shows it).
+- ``failures``: the newcomer's mistakes (a non-image input, a file as output, a missing
+  build-dataset source, a typo'd option, an unknown model, a box where every file is broken):
+  exit code, seconds (median and spread) and the line the command ended with.
 
 Each is run ``--repeats`` times (a new output each time, the OS file cache warm after the
 first); the median and spread are reported. Targets: 10 s, 15 s and 4 s. The scans are
@@ -82,6 +86,39 @@ def time_colorize(box: Path, out: Path, env: dict[str, str]) -> tuple[float, str
     return seconds, done.stdout.strip().splitlines()[-1]
 
 
+def failure_cases(root: Path, box: Path) -> dict[str, list[str]]:
+    """The newcomer's mistakes of issue 27, each as a ``koala`` argument list."""
+    (root / "notes.pdf").write_bytes(b"%PDF-1.7\n" + bytes(2048))
+    (root / "taken.txt").write_text("a file")
+    broken = root / "all-broken"
+    broken.mkdir()
+    whole = next(box.glob("scan01.jpg")).read_bytes()
+    (broken / "damaged.jpg").write_bytes(whole[: len(whole) // 3])
+    out = str(root / "out-failures")
+    return {
+        "non-image --input": ["colorize", "--input", str(root / "notes.pdf"), "--output", out],
+        "existing file as --output": ["colorize", "--input", str(box), "--output",
+                                      str(root / "taken.txt")],
+        "build-dataset, missing source": ["build-dataset", "--source", "/missing/scans",
+                                          "--out", str(root / "ds")],
+        "typo'd option": ["colorize", "--input", str(box), "--output", out, "--saturaton", "1.4"],
+        "unknown model": ["colorize", "--input", str(box), "--output", out, "--model",
+                          "chroma_unnet"],
+        "every input failed": ["colorize", "--input", str(broken), "--output",
+                               str(root / "out-broken")],
+    }  # fmt: skip
+
+
+def time_failure(args: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+    """Seconds, exit code and last stderr line of one failing ``koala`` command."""
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", *args], env=env, cwd=REPO, capture_output=True, text=True
+    )
+    seconds = time.perf_counter() - t0
+    return seconds, done.returncode, (done.stderr.strip().splitlines() or [""])[-1]
+
+
 def _stats(runs: list[float]) -> dict:
     return {
         "median": round(statistics.median(runs), 2),
@@ -111,6 +148,12 @@ def main() -> None:
                 seconds, lines[key] = time_colorize(box, root / f"out-{key}-{i}", env)
                 runs[key].append(seconds)
                 print(f"{key} run {i + 1}: {seconds:.2f} s ({lines[key]})", flush=True)
+        failures = {}
+        for name, cmd in failure_cases(root, nine).items():
+            tried = [time_failure(cmd, env) for _ in range(args.repeats)]
+            seconds = [t[0] for t in tried]
+            failures[name] = {"seconds": _stats(seconds), "exit": tried[0][1], "line": tried[0][2]}
+            print(f"{name}: exit {tried[0][1]}, {statistics.median(seconds):.2f} s", flush=True)
         _stack("up", env)
         try:
             for i in range(args.repeats):
@@ -122,6 +165,7 @@ def main() -> None:
     result = {k: _stats(v)["median"] for k, v in runs.items()}
     result |= {f"{k}_spread": _stats(v) for k, v in runs.items()}
     result |= {"targets": TARGETS, "summaries": lines, "repeats": args.repeats}
+    result["failures"] = failures
     result["cpu"] = _cpu()
     print(json.dumps(result))
 
