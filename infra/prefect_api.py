@@ -41,14 +41,12 @@ class PrefectApi:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.log: Path | None = None
-        self._settings = contextlib.ExitStack()  # kept open for the rest of the command
         self._proc: subprocess.Popen | None = None
 
     def close(self) -> None:
         """Stop the temporary server now (a command that ends before its flow ran)."""
         if self.origin == "temporary" and self._proc is not None:
             stop_server(self._proc)
-        self._settings.close()
 
     def describe(self) -> str:
         """One line on which server this command reports to."""
@@ -119,11 +117,11 @@ class PrefectApi:
                     f"the temporary Prefect server did not start ({self._error}); "
                     f"its log: {self.log}"
                 )
-        os.environ["PREFECT_API_URL"] = str(self.url)  # for workers this command starts
-        if self.origin != "configured":  # and for this process, whose settings are loaded
-            from prefect.settings import PREFECT_API_URL, temporary_settings
+        os.environ["PREFECT_API_URL"] = str(self.url)  # for this process and those it starts
+        if "prefect.context" in sys.modules:  # Prefect read its settings already: read again
+            from prefect.context import refresh_global_settings_context
 
-            self._settings.enter_context(temporary_settings(updates={PREFECT_API_URL: self.url}))
+            refresh_global_settings_context()  # every thread's (log and event workers too)
         return str(self.url)
 
 

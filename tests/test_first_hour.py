@@ -140,9 +140,11 @@ def test_the_temporary_prefect_server_starts_beside_the_command(
         assert httpx.get(f"{url}/health", timeout=5).status_code == 200
         assert prefect_api.stack_exports() == {}
     finally:
-        api._settings.close()
-        for proc in prefect_api.started_servers():
-            prefect_api.stop_server(proc)
+        from prefect.context import refresh_global_settings_context
+
+        api.close()
+        monkeypatch.delenv("PREFECT_API_URL", raising=False)
+        refresh_global_settings_context()  # the later tests' Prefect: not this server
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{url}/health", timeout=2)
 
@@ -208,3 +210,41 @@ def test_captions_say_what_each_input_was(tmp_path: Path) -> None:
         thumb.write_bytes(make_thumb(picture))
         row = SimpleNamespace(status=status, input_mode=mode)
         assert input_kind(row, str(thumb)) == words
+
+
+def test_a_cold_run_starts_one_prefect_server_and_no_ephemeral_one(tmp_path: Path) -> None:
+    """No server configured, no stack: the command's temporary server is the only one; no
+    thread of the run falls back to Prefect's own ephemeral server."""
+    import time
+
+    import psutil
+
+    box = tmp_path / "box"
+    box.mkdir()
+    (box / "s.png").write_bytes(encode(colour_photo(60, (160, 120)).convert("L"), "PNG"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "KOALA_"))}
+    env |= {"KOALA_STACK_DIR": str(tmp_path / "no-stack"), "PYTHONPATH": str(ROOT)}
+    env |= {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_HOME": str(tmp_path / "home")}
+    cmd = [sys.executable, "-m", "cli", "colorize", "--input", str(box)]
+    proc = subprocess.Popen(
+        [*cmd, "--output", str(tmp_path / "out")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    servers: set[str] = set()
+    while proc.poll() is None:
+        try:
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                line = " ".join(child.cmdline())
+                if "prefect server start" in line or "prefect.server.api.server" in line:
+                    servers.add(line)
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert out.strip().splitlines()[-1] == "1 colorized; 1 new"
+    assert len(servers) == 1 and "prefect server start" in next(iter(servers)), servers
