@@ -88,6 +88,7 @@ def time_colorize(box: Path, out: Path, env: dict[str, str]) -> tuple[float, str
 
 def failure_cases(root: Path, box: Path) -> dict[str, list[str]]:
     """The newcomer's mistakes of issue 27, each as a ``koala`` argument list."""
+    root.mkdir(parents=True)
     (root / "notes.pdf").write_bytes(b"%PDF-1.7\n" + bytes(2048))
     (root / "taken.txt").write_text("a file")
     broken = root / "all-broken"
@@ -149,8 +150,9 @@ def main() -> None:
                 runs[key].append(seconds)
                 print(f"{key} run {i + 1}: {seconds:.2f} s ({lines[key]})", flush=True)
         failures = {}
-        for name, cmd in failure_cases(root, nine).items():
-            tried = [time_failure(cmd, env) for _ in range(args.repeats)]
+        cases = [failure_cases(root / f"mistakes-{i}", nine) for i in range(args.repeats)]
+        for name in cases[0]:  # each repeat in fresh folders: a rerun would find work done
+            tried = [time_failure(case[name], env) for case in cases]
             seconds = [t[0] for t in tried]
             failures[name] = {"seconds": _stats(seconds), "exit": tried[0][1], "line": tried[0][2]}
             print(f"{name}: exit {tried[0][1]}, {statistics.median(seconds):.2f} s", flush=True)
