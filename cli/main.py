@@ -762,7 +762,7 @@ def usage_line(exc) -> str:
         close = getattr(exc, "possibilities", None) or []
         hint = f"; did you mean {' or '.join(close[:2])}?" if close else ""
         return f"no option {name} for `{where}`{hint} (see: {where} --help)"
-    message = " ".join(exc.format_message().split())
+    message = " ".join(exc.format_message().replace("Value error, ", "").split())
     return f"{message} (see: {where} --help)"
 
 

@@ -212,7 +212,7 @@ def test_cli_errors_before_any_work(tmp_path: Path, dataset: Path) -> None:
     r = CliRunner().invoke(app, ["preprocess", "--data", str(tmp_path / "nope")])
     assert r.exit_code == 2 and "does not exist" in r.output
     r = CliRunner().invoke(app, ["preprocess", "--data", str(dataset), "--backbone", "vgg"])
-    assert r.exit_code == 2 and "unknown backbone 'vgg'" in r.output
+    assert r.exit_code == 2 and "'vgg' is not one of 'efficientnet-lite0'" in r.output
     r = CliRunner().invoke(
         app, ["preprocess", "--data", str(dataset), "--backbone", "inception-resnet-v2"]
     )
