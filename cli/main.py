@@ -268,15 +268,12 @@ def preprocess_cmd(
 def _outcome(state):
     """The result of a finished flow run; a failed run ends the command with its one line
     (exit 2 for a KoalaError raised by the flow, 1 for a run that stopped, e.g. disk full)."""
-    if not state.is_failed():
-        return state.result()
-    try:
-        state.result()
-    except KoalaError:
-        raise
-    except Exception:
-        pass
-    _fail(state.message or "the run failed", code=1)
+    from cli.stack_run import outcome_of
+
+    outcome = outcome_of(state)
+    if "failed" in outcome:
+        _fail(outcome["failed"], code=1)
+    return outcome["result"]
 
 
 @app.command("colorize")

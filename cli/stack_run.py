@@ -18,11 +18,18 @@ def colorize_on_worker(params: dict[str, Any]) -> dict[str, Any]:
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from flows.colorize import colorize_archive
-    from koala.errors import KoalaError
     from koala.params import call_with
 
     flow = colorize_archive.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))
-    state = call_with(flow, params, return_state=True)
+    return outcome_of(call_with(flow, params, return_state=True))
+
+
+def outcome_of(state) -> dict[str, Any]:
+    """A finished flow run's state as a command reports it: ``{"result": ...}``, or
+    ``{"failed": its one line}`` for a run that stopped (disk full, ...); a KoalaError the
+    flow raised (a bad input found late) is raised again."""
+    from koala.errors import KoalaError
+
     if not state.is_failed():
         return {"result": state.result()}
     try:
