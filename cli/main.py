@@ -270,7 +270,11 @@ def _outcome(state):
     (exit 2 for a KoalaError raised by the flow, 1 for a run that stopped, e.g. disk full)."""
     from cli.stack_run import outcome_of
 
-    outcome = outcome_of(state)
+    return _reported(outcome_of(state))
+
+
+def _reported(outcome: dict):
+    """``{"result": ...}`` -> the result; ``{"failed": line}`` ends the command (exit 1)."""
     if "failed" in outcome:
         _fail(outcome["failed"], code=1)
     return outcome["result"]
@@ -372,10 +376,7 @@ def _stack_outcome(api, params: dict) -> dict:
     """The run on the stack's worker; a failed run ends the command with its one line."""
     from cli.stack_run import run_on_stack
 
-    outcome = run_on_stack(api.dask, params, lambda line: typer.echo(line, err=True))
-    if "failed" in outcome:
-        _fail(outcome["failed"], code=1)
-    return outcome["result"]
+    return _reported(run_on_stack(api.dask, params, lambda line: typer.echo(line, err=True)))
 
 
 def _run_here(api, params: dict, images: int, scheduler, workers) -> dict:
@@ -416,16 +417,15 @@ def _print_outcome(result: dict) -> None:
         f"model: {result['model']}\nimages: {result['images']}\nindex: {result['index']}\n"
         f"contact sheet: {result['contact_sheet']}"
     )
-    line = outcome_line(result["counts"], result["new"])
     if result["counts"] and set(result["counts"]) == {"failed"}:  # nothing came of the run
         why = ", ".join(f"{n} {code}" for code, n in result.get("reasons", {}).items())
         _fail(f"every input failed ({why}); the reasons are in the index and contact sheet", 1)
-    typer.echo(line)
+    typer.echo(outcome_line(result["counts"], result["new"]))
 
 
 def _nothing_to_do(source: str, refs: list, card: dict, index, cfg: ColorizeConfig) -> None:
-    """Every input is done with this model version: the summary from the index, without
-    starting Prefect or Dask (a run would do nothing)."""
+    """Every input is done with this model version and saturation: the summary from the
+    index, without waiting for Prefect or starting Dask (a run would do nothing)."""
     from koala import storage
     from tasks.colorize_plan import run_rows, run_summary
 

@@ -104,7 +104,8 @@ def port_free(port: int) -> bool:
     return True
 
 
-def _any_free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -125,7 +126,7 @@ def choose_port(part: str) -> int:
             )
         return int(wanted)
     default = DEFAULT_PORTS[part]
-    return default if port_free(default) else _any_free_port()
+    return default if port_free(default) else free_port()
 
 
 def runs(pid: int | None, marker: str = "") -> bool:
@@ -202,7 +203,7 @@ def stop_server(state: dict) -> bool:
     removed); whether one was stopped."""
     own = runs(state.get("prefect_pid"), SERVER_MARKER)
     if own:
-        _terminate(state["prefect_pid"])
+        terminate(state["prefect_pid"])
     pid_file = _server_pid_file()
     pid = _read_pid(pid_file)
     stopped = runs(pid, BACKGROUND_MARKER)
@@ -218,7 +219,7 @@ def stop_parts(state: dict, say: Callable[[str], None]) -> None:
     """Stop the worker and Dask that ``state`` records, then the stack's Prefect server."""
     for key, marker, name in PARTS:
         if runs(state.get(key), marker):
-            _terminate(state[key])
+            terminate(state[key])
             say(f"{name}: stopped (pid {state[key]})")
     if stop_server(state):
         say(f"Prefect server: stopped (port {state.get('prefect_port', '?')})")
@@ -255,7 +256,7 @@ def _spawn(name: str, args: list[str], env: dict[str, str]) -> int:
     return proc.pid
 
 
-def _terminate(pid: int) -> None:
+def terminate(pid: int) -> None:
     """SIGTERM the process group ``pid`` leads; SIGKILL it if it lingers."""
     try:
         os.killpg(pid, signal.SIGTERM)

@@ -10,10 +10,7 @@ does not wait for one and then the other; :meth:`PrefectApi.ready` joins them.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +21,8 @@ from pathlib import Path
 
 import httpx
 
+from infra import local_stack
+from infra.local_stack import free_port, terminate
 from koala.errors import KoalaError
 
 _STARTED: list[subprocess.Popen] = []
@@ -64,8 +63,7 @@ class PrefectApi:
         configured = PREFECT_API_URL.value()
         if not configured:
             return False
-        for proc in started_servers():
-            stop_server(proc)
+        self.close()
         self.origin, self.url, self._thread = "configured", configured, None
         return True
 
@@ -125,13 +123,6 @@ class PrefectApi:
         return str(self.url)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_healthy(api: str, proc: subprocess.Popen, timeout: float = SERVER_START_S) -> None:
     """Poll ``api``/health until it answers 200; an error when the process ends or time is
     up."""
@@ -158,19 +149,12 @@ def stop_server(proc: subprocess.Popen) -> None:
     """Stop a temporary server (its whole process group); at the latest when the command
     exits."""
     if proc.poll() is None:
-        with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(OSError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        terminate(proc.pid)
+        proc.poll()  # reaped
 
 
 def stack_exports() -> dict[str, str]:
     """PREFECT_API_URL and KOALA_DASK_ADDRESS of the local stack when it is up, else {}."""
-    from infra import local_stack
-
     state = local_stack.load_state()
     if not local_stack.own_server(state):
         return {}

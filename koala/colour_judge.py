@@ -25,7 +25,7 @@ from torch import nn
 
 from koala.choices import JUDGE_CHANNELS, JUDGE_SIDE
 from koala.errors import KoalaError
-from koala.judge_runtime import JUDGE_ONNX
+from koala.judge_runtime import INPUT, JUDGE_ONNX
 
 JUDGE_WEIGHTS = Path(__file__).with_name("colour_judge.safetensors")
 
@@ -88,12 +88,11 @@ def export_onnx(weights: Path = JUDGE_WEIGHTS, out: Path = JUDGE_ONNX) -> Path:
     import onnx  # the export needs onnx and onnxscript (``pip install .[bench]``)
 
     model = load_judge(str(weights))
-    side = JUDGE_SIDE
-    example = (torch.zeros(1, JUDGE_CHANNELS, side, side),)
+    example = (torch.zeros(1, JUDGE_CHANNELS, JUDGE_SIDE, JUDGE_SIDE),)
     program = torch.onnx.export(
         model,
         example,
-        input_names=["views"],
+        input_names=[INPUT],
         output_names=["logits"],
         dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
         dynamo=True,

@@ -18,6 +18,7 @@ import numpy as np
 from koala.errors import KoalaError
 
 JUDGE_ONNX = Path(__file__).with_name("colour_judge.onnx")
+INPUT = "views"  #: the graph's input, (B, 5, H, W) float32 (``export_onnx`` names it)
 
 
 @lru_cache(maxsize=2)
@@ -45,7 +46,6 @@ def graph_metadata(path: str = str(JUDGE_ONNX)) -> dict:
 
 def monochrome_probability(views: np.ndarray) -> np.ndarray:
     """P(monochrome) for a batch of judge views (B, 5, H, W) float32."""
-    session = judge_session()
-    name = session.get_inputs()[0].name
-    (logits,) = session.run(None, {name: np.ascontiguousarray(views, dtype=np.float32)})
+    views = np.ascontiguousarray(views, dtype=np.float32)
+    (logits,) = judge_session().run(None, {INPUT: views})
     return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))

@@ -75,6 +75,7 @@ from tasks.colorize_plan import (  # noqa: F401  (the stage's API in one place)
     resolve_registry,
     run_rows,
     run_summary,
+    saturation_tag,
     status_counts,
 )
 from tasks.colorize_plan import prepare_run as plan_run
@@ -199,8 +200,7 @@ def thumb_uris(output: str, key: str, saturation: float = 1.0) -> tuple[str, str
     """(before, after) thumbnail URIs of an input, for the contact sheet; the after one of a
     saturation other than 1 has it in its name."""
     base = storage.join(output, "contact", key)
-    tag = "" if saturation == 1.0 else f"-saturation{saturation:g}"
-    return f"{base}-before.jpg", f"{base}-after{tag}.jpg"
+    return f"{base}-before.jpg", f"{base}-after{saturation_tag(saturation)}.jpg"
 
 
 class Prediction(NamedTuple):

@@ -103,12 +103,16 @@ def relative_name(ref: InputRef) -> str:
     return posixpath.splitext("/".join(parts) or ref.key)[0]
 
 
+def saturation_tag(saturation: float) -> str:
+    """What a saturation other than 1 adds to the names of its files: ``-saturation1.4``."""
+    return "" if saturation == 1.0 else f"-saturation{saturation:g}"
+
+
 def output_names(refs: list[InputRef], saturation: float = 1.0) -> dict[str, str]:
     """key -> output name; inputs whose names collide (``a.png`` and ``a.tif``) get their key
     appended, so no output overwrites another; a saturation other than 1 is in the name
     (``scan-saturation1.4``)."""
-    tag = "" if saturation == 1.0 else f"-saturation{saturation:g}"
-    names = {ref.key: relative_name(ref) + tag for ref in refs}
+    names = {ref.key: relative_name(ref) + saturation_tag(saturation) for ref in refs}
     seen = Counter(names.values())
     return {k: f"{n}-{k[:8]}" if seen[n] > 1 else n for k, n in names.items()}
 
