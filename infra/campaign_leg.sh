@@ -6,7 +6,11 @@
 #   D=/tmp/data/mix B=/tmp/data/bsds LEG_MINUTES=80 setsid nohup infra/campaign_leg.sh \
 #       > ~/koala-campaign/leg-$(date +%Y%m%dT%H%M).log 2>&1 &
 #
-# The first leg starts fresh (there is no checkpoint yet); every later one resumes exactly.
+# The first leg starts fresh (there is no checkpoint yet), or from INIT_FROM (a registered
+# name@version) when set; every later one resumes exactly. ADVERSARIAL_WEIGHT (0.1) sets the
+# adversarial term; CURVE and RESTART say where the scored point and the bf16 restart point go;
+# CPUS (a taskset list, e.g. 0) pins the leg to those cores, so two variants can run side by
+# side on equal shares of the machine.
 # SIGINT/SIGTERM checkpoint at once and skip the scoring: run it again with LEG_MINUTES=0.01
 # to register and score the best model so far.
 set -euo pipefail
@@ -16,17 +20,25 @@ B=${B:-/tmp/data/bsds}
 CK=${CK:-$HOME/koala-campaign}
 LEG_MINUTES=${LEG_MINUTES:-80}
 EVAL_LIMIT=${EVAL_LIMIT:-200}
+ADVERSARIAL_WEIGHT=${ADVERSARIAL_WEIGHT:-0.1}
+CURVE=${CURVE:-docs/campaign/curve.json}
+RESTART=${RESTART:-docs/campaign/restart}
+pin=()
+[ -n "${CPUS:-}" ] && pin=(taskset -c "$CPUS")
+init=()
+[ -n "${INIT_FROM:-}" ] && [ ! -e "$CK/chroma_unet/state.json" ] && init=(--init-from "$INIT_FROM")
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 mkdir -p "$CK"
-out=$(.venv/bin/koala train --data "$D" --models chroma_unet --resume --checkpoint-dir "$CK" \
-    --total-samples 1000000 --epoch-samples 40000 --leg-minutes "$LEG_MINUTES" --patience 100 \
-    --batch-size 16 --resolution 128 --set decoder=lite --set adversarial_weight=0.1 \
-    --set finetune_after=1 | tee /dev/stderr)
+out=$("${pin[@]}" .venv/bin/koala train --data "$D" --models chroma_unet --resume \
+    --checkpoint-dir "$CK" "${init[@]}" --total-samples 1000000 --epoch-samples 40000 \
+    --leg-minutes "$LEG_MINUTES" --patience 100 --batch-size 16 --resolution 128 \
+    --set decoder=lite --set adversarial_weight="$ADVERSARIAL_WEIGHT" --set finetune_after=1 |
+    tee /dev/stderr)
 spec=$(grep -oE 'chroma_unet@[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}' <<<"$out" | tail -1 || true)
 if [ -z "$spec" ]; then
     echo "no epoch finished in this leg: nothing to score" >&2
     exit 0
 fi
-.venv/bin/koala models record-leg "$spec" --data "$D" --eval "mix=$D:test" --eval "bsds=$B:val" \
+"${pin[@]}" .venv/bin/koala models record-leg "$spec" --data "$D" --eval "mix=$D:test" --eval "bsds=$B:val" \
     --limit "$EVAL_LIMIT" --reports "$CK/reports/${spec#*@}" \
-    --curve docs/campaign/curve.json --restart docs/campaign/restart
+    --curve "$CURVE" --restart "$RESTART"

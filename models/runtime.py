@@ -25,7 +25,8 @@ def resolve_device(device: str | None = None) -> torch.device:
 
 
 def worker_threads() -> int:
-    """CPU cores this process should use: its Dask worker's threads, else every core."""
+    """CPU cores this process should use: its Dask worker's threads, else every core it may run
+    on (its CPU affinity: ``taskset``, a container's cpuset)."""
     if "distributed" in sys.modules:  # not imported: this is no Dask worker (and stays light)
         from distributed import get_worker
 
@@ -33,7 +34,9 @@ def worker_threads() -> int:
             return max(1, get_worker().state.nthreads)
         except ValueError:
             pass
-    return max(1, os.cpu_count() or 1)
+    return max(
+        1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
 
 
 def set_torch_threads(n: int | None = None) -> int:

@@ -239,6 +239,10 @@ def _setup(
     return run
 
 
+#: prefixes of the parts that only training uses: a fine-tune without them may drop them
+TRAINING_ONLY = ("discriminator.",)
+
+
 def initial_model(root: str, name: str, options: dict, init_from: str | None) -> nn.Module:
     """The network to train: new, or the registered ``init_from`` (``name@version``: its
     weights and config) to fine-tune, with ``options`` overriding that config."""
@@ -249,7 +253,15 @@ def initial_model(root: str, name: str, options: dict, init_from: str | None) ->
         raise KoalaError(f"init_from {init_from!r} is a {card['architecture']}, not a {name}")
     overrides = options_for(name, {**options, "pretrained": False})
     model = build_model(name, card["config"], **overrides)
-    model.load_state_dict(start.state_dict())
+    wanted = model.state_dict().keys()
+    # a training-only part the new config leaves out (the adversarial term's discriminator)
+    # is dropped; every other key must match
+    state = {
+        k: v
+        for k, v in start.state_dict().items()
+        if k in wanted or not k.startswith(TRAINING_ONLY)
+    }
+    model.load_state_dict(state)
     return model
 
 
