@@ -433,9 +433,11 @@ def _nothing_to_do(source: str, refs: list, card: dict, index, cfg: ColorizeConf
     spec, rows = f"{card['name']}@{card['version']}", run_rows(index, refs, card, cfg.saturation)
     sheet = storage.join(output, "contact_sheet.html")
     if not storage.exists(sheet):  # a run stopped before writing it
+        from tasks.archive_index import read_index
         from tasks.contact_sheet import sheet_settings, write_contact_sheet
 
         settings = sheet_settings(cfg)
+        rows = run_rows(read_index(output), refs, card, cfg.saturation)  # every column
         sheet = write_contact_sheet(output, rows, spec, collection=source, settings=settings)
     result = run_summary(output, spec, rows, sheet, new=0)
     _print_outcome(result)

@@ -43,7 +43,7 @@ PRESETS = ("imagenet", "flickr8k", "flickr30k")
 OUTPUT_MARKER = ".koala-output"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InputRef:
     """One input to ingest: where to read it and what we know about it beforehand."""
 

@@ -114,33 +114,38 @@ def reason_code(reason: object) -> str:
     return str(reason or "").split(":", 1)[0].strip()
 
 
-def empty_index() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in INDEX_DTYPES.items()})
+def empty_index(columns: list[str] | None = None) -> pd.DataFrame:
+    """An index with no rows (``columns``, default all, with their dtypes)."""
+    return pd.DataFrame({c: pd.Series(dtype=INDEX_DTYPES[c]) for c in columns or INDEX_COLUMNS})
 
 
-def _read_all(output: str) -> pd.DataFrame:
-    """Every row of every part, with the part it came from (``_part``), in one dataset read.
-    When that read fails, the parts are read one by one: a part that cannot be read
-    (truncated, foreign) is moved to ``index/_unreadable/`` so that its inputs are redone, and
-    said so in the log."""
+def _read_all(output: str, columns: list[str]) -> pd.DataFrame:
+    """Every row of every part (``columns`` of it), with the part it came from (``_part``) and
+    its position there (``_row``), in one dataset read. When that read fails, the parts are
+    read one by one: a part that cannot be read (truncated, foreign) is moved to
+    ``index/_unreadable/`` so that its inputs are redone, and said so in the log."""
     parts = storage.list_files(index_dir(output), "*.parquet")
     if not parts:
-        return empty_index().assign(_part=pd.Series(dtype="object"))
+        return empty_index(columns).assign(_part=pd.Series(dtype="object"), _row=0)
     fs, _ = storage.get_fs(parts[0])
     paths = {fs._strip_protocol(p): p for p in parts}
     try:
         table = ds.dataset(list(paths), filesystem=fs, format="parquet", schema=INDEX_SCHEMA)
-        frame = table.to_table(columns=[*INDEX_COLUMNS, "__filename"]).to_pandas()
+        read = table.to_table(columns=[*columns, "__filename"])
+        frame = read.to_pandas(self_destruct=True, split_blocks=True)  # frees as it converts
+        del read
         frame = frame.rename(columns={"__filename": "_part"})
-        frame["_part"] = frame["_part"].map(lambda p: paths.get(p, p))
+        frame["_part"] = frame["_part"].map(paths).astype("category")
     except Exception:
-        frame = _read_parts(parts)
-    frame = frame.astype(INDEX_DTYPES)
-    frame["saturation"] = frame["saturation"].fillna(LEGACY_SATURATION)
+        frame = _read_parts(parts, columns)
+    frame = frame.astype({c: INDEX_DTYPES[c] for c in columns}, copy=False)
+    frame["_row"] = frame.groupby("_part", observed=True).cumcount()
+    if "saturation" in frame:
+        frame["saturation"] = frame["saturation"].fillna(LEGACY_SATURATION)
     return frame
 
 
-def _read_parts(parts: list[str]) -> pd.DataFrame:
+def _read_parts(parts: list[str], columns: list[str]) -> pd.DataFrame:
     frames = []
     for part in parts:
         try:
@@ -150,9 +155,9 @@ def _read_parts(parts: list[str]) -> pd.DataFrame:
             log.warning("index part %s is unreadable (%s): moved to %s", part, exc, aside)
             storage.move(part, aside)
             continue
-        frames.append(frame.reindex(columns=INDEX_COLUMNS).assign(_part=part))
+        frames.append(frame.reindex(columns=columns).assign(_part=part))
     if not frames:
-        return empty_index().assign(_part=pd.Series(dtype="object"))
+        return empty_index(columns).assign(_part=pd.Series(dtype="object"))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -161,36 +166,119 @@ def _newest_first(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(_order=order).sort_values("_order", ascending=False, kind="stable")
 
 
-def _latest(frame: pd.DataFrame) -> pd.DataFrame:
+def _latest(frame: pd.DataFrame, stale: pd.Index, columns: list[str]) -> pd.DataFrame:
+    """The rows not ``stale``, in collection order, without the bookkeeping columns."""
     if frame.empty:
-        return empty_index()
-    latest = _newest_first(frame).drop_duplicates(_OWNER, keep="first")
-    return latest.sort_values("ordinal", kind="stable")[INDEX_COLUMNS].reset_index(drop=True)
+        return empty_index(columns)
+    latest = frame.drop(index=stale)[columns].sort_values("ordinal", kind="stable")
+    return latest.reset_index(drop=True)
 
 
-def read_index(output: str) -> pd.DataFrame:
-    """The newest row of each input, model version and saturation (empty with
-    :data:`INDEX_COLUMNS` when there is none yet), in collection order."""
-    return _latest(_read_all(output))
+def _stale(frame: pd.DataFrame) -> pd.Index:
+    """The rows superseded by a newer row of the same input and result."""
+    owners = [c for c in _OWNER if c in frame]
+    dup = _newest_first(frame[[*owners, "colorized_at"]]).duplicated(owners, keep="first")
+    return dup[dup].index
 
 
-def compact_index(output: str) -> pd.DataFrame:
-    """Rewrite the parts that hold superseded rows without them (atomically; a part left empty
-    is removed) and return the index as :func:`read_index` does, from the same one read. Safe
-    to repeat after a crash."""
-    frame = _read_all(output)
+def read_index(output: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """The newest row of each input, model version and saturation (``columns`` of it, default
+    all; empty when there is none yet), in collection order."""
+    columns = _with_owner(columns)
+    frame = _read_all(output, columns)
+    return _latest(frame, _stale(frame), columns)
+
+
+def _with_owner(columns: list[str] | None) -> list[str]:
+    """``columns`` and those that tell rows apart (owner, time, order), in index order."""
+    wanted = set(columns or INDEX_COLUMNS) | {*_OWNER, "colorized_at", "ordinal"}
+    return [c for c in INDEX_COLUMNS if c in wanted]
+
+
+#: the columns a run's plan needs (names, what is done, what changed, what to retry)
+PLAN_COLUMNS = [
+    "input_uri",
+    "output_uri",
+    "status",
+    "reason",
+    "model",
+    "model_version",
+    "saturation",
+    "input_stamp",
+    "colorized_at",
+    "ordinal",
+]
+#: a part with fewer rows is small: once :data:`SMALL_PARTS_MAX` of them gather, compaction
+#: merges them into parts of about this many rows (one run writes a part per batch)
+PART_ROWS = 100_000
+SMALL_PARTS_MAX = 16
+
+
+def compact_index(output: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """Rewrite the parts that hold superseded rows without them (a part left empty is
+    removed), merge small parts into larger ones once :data:`SMALL_PARTS_MAX` of them gather,
+    and return the index as :func:`read_index` does (``columns`` of it), from the same read.
+
+    Every write is atomic and a merged part is written before the parts it replaces are
+    removed, so a crash at any point loses no row (a row then in two parts is one row to
+    :func:`read_index`, and the next compaction removes the copy). Safe to repeat."""
+    columns = _with_owner(columns)
+    frame = _read_all(output, columns)
     if frame.empty:
-        return empty_index()
-    stale = _newest_first(frame).duplicated(_OWNER, keep="first")
-    stale = stale[stale].index
-    for part in frame.loc[stale, "_part"].unique():
-        keep = frame[(frame["_part"] == part) & ~frame.index.isin(stale)]
-        if keep.empty:
-            storage.remove(part)
-        else:
-            table = keep[INDEX_COLUMNS].astype(INDEX_DTYPES)
-            storage.write_parquet(part, table, INDEX_SCHEMA)
-    return _latest(frame)
+        return empty_index(columns)
+    stale = _stale(frame)
+    dropped = frame.loc[stale, ["_part", "_row"]]
+    for part, rows in dropped.groupby("_part", observed=True)["_row"]:
+        _rewrite_part(str(part), frame[frame["_part"] == part], set(rows))
+    counts = frame.drop(index=stale).groupby("_part", observed=True).size()
+    small = [str(p) for p, n in counts.items() if n < PART_ROWS]
+    if len(small) >= SMALL_PARTS_MAX:
+        _merge_parts(output, small, counts)
+    return _latest(frame, stale, columns)
+
+
+def _rewrite_part(part: str, rows: pd.DataFrame, drop: set[int]) -> None:
+    """Write ``part`` again without its rows at positions ``drop``; ``rows`` are its rows as
+    the index read them (checked against the part, so a part changed since is left alone)."""
+    full = storage.read_parquet(part)
+    if len(full) != len(rows) or list(full["input_uri"]) != list(rows["input_uri"]):
+        log.warning("index part %s changed while compacting: left for the next run", part)
+        return
+    keep = full[~full.index.isin(list(drop))]
+    if keep.empty:
+        storage.remove(part)
+    else:
+        storage.write_parquet(
+            part, keep.reindex(columns=INDEX_COLUMNS).astype(INDEX_DTYPES), INDEX_SCHEMA
+        )
+
+
+def _merge_parts(output: str, small: list[str], counts: pd.Series) -> None:
+    """Merge the ``small`` parts, in name order, into parts of about :data:`PART_ROWS` rows
+    (``compact-<first ordinal>-<digest of the merged names>.parquet``), each written before
+    the parts it holds are removed."""
+    group: list[str] = []
+    rows = 0
+    for part in sorted(small):
+        group.append(part)
+        rows += int(counts[part])
+        if rows >= PART_ROWS or part == max(small):
+            _merge(output, group)
+            group, rows = [], 0
+
+
+def _merge(output: str, parts: list[str]) -> None:
+    frames = [f for p in parts if storage.exists(p) and len(f := storage.read_parquet(p))]
+    if len(parts) < 2 or not frames:
+        return
+    merged = pd.concat(frames, ignore_index=True).reindex(columns=INDEX_COLUMNS)
+    merged = merged.astype(INDEX_DTYPES).sort_values("ordinal", kind="stable")
+    digest = hashlib.sha256("|".join(map(posixpath.basename, parts)).encode()).hexdigest()[:12]
+    first = int(merged["ordinal"].iloc[0])
+    target = storage.join(index_dir(output), f"compact-{first:08d}-{digest}.parquet")
+    storage.write_parquet(target, merged, INDEX_SCHEMA)
+    for part in parts:
+        storage.remove(part)
 
 
 @dataclass
@@ -226,13 +314,24 @@ def plan_names(
     its earlier row of this ``result`` (model, version, saturation) gave it; a name owned by
     another input or result gets a distinct ``-xxxxxxxx`` suffix (a hash of the owner, so it
     is stable)."""
-    owners: dict[str, tuple] = {}
-    mine: dict[str, str] = {}
-    for row in index[index["output_uri"].notna()].itertuples():
-        stem = _stem(row.output_uri, images)
-        owners[stem] = (row.input_uri, row.model, row.model_version, float(row.saturation))
-        if (row.model, row.model_version, float(row.saturation)) == result:
-            mine[row.input_uri] = stem
+    named = index[index["output_uri"].notna()]
+    stems = [_stem(out, images) for out in named["output_uri"].to_numpy()]
+    uris = named["input_uri"].to_numpy()
+    same = (
+        (named["model"] == result[0])
+        & (named["model_version"] == result[1])
+        & (named["saturation"].astype(float) == result[2])
+    ).to_numpy()
+    mine = {uris[i]: stems[i] for i in same.nonzero()[0]}
+    owners: dict[str, int | tuple] = dict(zip(stems, range(len(stems)), strict=True))
+
+    def owner_of(name: str, default: tuple) -> tuple:
+        found = owners.get(name, default)
+        if isinstance(found, tuple):
+            return found
+        row = named.iloc[found]
+        return (row["input_uri"], row["model"], row["model_version"], float(row["saturation"]))
+
     names, claimed = {}, {}
     for ref in refs:
         owner = (ref.uri, *result)
@@ -240,19 +339,25 @@ def plan_names(
             names[ref.key], claimed[ref.key] = mine[ref.uri], True
             continue
         name, salt = base[ref.key], 0
-        while owners.get(name, owner) != owner:
+        while owner_of(name, owner) != owner:
             name, salt = _alternative(base[ref.key], owner, salt), salt + 1
         owners[name] = owner
         names[ref.key], claimed[ref.key] = name, False
     return names, claimed
 
 
-def needs_work(row: pd.Series | None, stamp: str | None, retry_failed: bool, treat_as: str) -> bool:
-    """Whether an input with this latest ``row`` (None: never seen) is (re)done by a run."""
-    if row is None or row["status"] not in FINAL_STATUSES:
-        return True
-    if stamp is not None and pd.notna(row["input_stamp"]) and row["input_stamp"] != stamp:
-        return True  # the file changed since: colorize it again, superseding the row
-    if row["status"] == "failed":
-        return retry_failed or reason_code(row["reason"]) in TRANSIENT_REASONS
-    return row["status"] == "skipped_color" and treat_as == "monochrome"
+def needs_work(
+    rows: pd.DataFrame, stamps: pd.Series, retry_failed: bool, treat_as: str
+) -> pd.Series:
+    """Which inputs a run (re)does, given each one's latest ``rows`` (all NA: never seen) and
+    its listing ``stamps`` (aligned; None: unknown): those never done or not finished, those
+    whose file changed since their row, failures worth retrying and, with ``treat_as``
+    monochrome, inputs skipped as colour."""
+    status = rows["status"]
+    unfinished = ~status.isin(FINAL_STATUSES)
+    seen = rows["input_stamp"]
+    changed = stamps.notna() & seen.notna() & (seen.astype(object) != stamps.astype(object))
+    codes = rows["reason"].fillna("").astype(str).str.split(":", n=1).str[0].str.strip()
+    failed = (status == "failed") & (retry_failed | codes.isin(TRANSIENT_REASONS))
+    recheck = (status == "skipped_color") & (treat_as == "monochrome")
+    return (unfinished | changed | failed | recheck).fillna(True).astype(bool)

@@ -80,6 +80,7 @@ from tasks.colorize_plan import (  # noqa: F401  (the stage's API in one place)
 )
 from tasks.colorize_plan import prepare_run as plan_run
 from tasks.config import ColorizeConfig
+from tasks.thumbnails import THUMB, make_thumb, thumb_uris
 
 __all__ = ["INDEX_COLUMNS", "ColorizeConfig", "OutputError", "colorize_batch", "prepare_run"]
 #: OS errors on the output that end a run: retrying the next image cannot help
@@ -89,9 +90,6 @@ log = logging.getLogger(__name__)
 
 #: thumbnails for the contact sheet are kept for the first inputs of the collection
 SHEET_INPUTS = 24
-THUMB = 320
-
-
 #: side of the random probes that fold the batch norms: which convolution each norm reads and
 #: whether the folded copy agrees do not depend on the size; 96 px (Inception needs 75) costs
 #: a quarter of the 200 px view
@@ -180,27 +178,6 @@ def verified_card(registry: str, spec: str) -> dict:
     fails here, in one line, not on a worker); once per process, as the CLI's preflight and
     the flow both ask."""
     return loaded_model(registry, spec)[1]
-
-
-def make_thumb(img: Image.Image | np.ndarray) -> bytes:
-    """A contact-sheet JPEG; big images are reduced first, without a full-size copy."""
-    if isinstance(img, np.ndarray):
-        step = max(1, max(img.shape[:2]) // (2 * THUMB))
-        small = img[::step, ::step]
-        img = Image.fromarray(small if small.dtype == np.uint8 else (small >> 8).astype(np.uint8))
-    else:
-        img = img.reduce(max(1, max(img.size) // (2 * THUMB)))
-    img.thumbnail((THUMB, THUMB), Image.Resampling.BOX, reducing_gap=2.0)
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, "JPEG", quality=85)
-    return buf.getvalue()
-
-
-def thumb_uris(output: str, key: str, saturation: float = 1.0) -> tuple[str, str]:
-    """(before, after) thumbnail URIs of an input, for the contact sheet; the after one of a
-    saturation other than 1 has it in its name."""
-    base = storage.join(output, "contact", key)
-    return f"{base}-before.jpg", f"{base}-after{saturation_tag(saturation)}.jpg"
 
 
 class Prediction(NamedTuple):

@@ -9,6 +9,7 @@ import hashlib
 import os
 import posixpath
 from collections import Counter
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 import pandas as pd
@@ -26,7 +27,14 @@ from koala.sources import (
 )
 from koala.uris import split_member_uri
 from models.cards import find_card
-from tasks.archive_index import RunPlan, compact_index, index_dir, needs_work, plan_names
+from tasks.archive_index import (
+    PLAN_COLUMNS,
+    RunPlan,
+    compact_index,
+    index_dir,
+    needs_work,
+    plan_names,
+)
 from tasks.config import ColorizeConfig
 
 
@@ -51,7 +59,7 @@ def prepare_run(
     """Check everything but the model's weights before any work, failing with one line that
     names the problem: the options, the model's card, the output (writable, apart from the
     input) and the input (exists, not empty). Returns every input, the run's plan, the model's
-    card and the index so far (newest row per input and version)."""
+    card and the index so far (newest row per input and result; the columns planning needs)."""
     check_options(cfg)
     check_output_apart([source], cfg.output)
     card = find_card(cfg.registry, cfg.model)  # an unknown model fails before any listing
@@ -59,12 +67,22 @@ def prepare_run(
     mark_output(cfg.output, "colorize")
     storage.remove_stale_temporaries(cfg.output)
     refs = enumerate_inputs([source], storage.join(cfg.output, "_staging"))
+    plan, index = plan_listed(refs, cfg, card)
+    return refs, plan, card, index
+
+
+def plan_listed(
+    refs: list[InputRef], cfg: ColorizeConfig, card: dict
+) -> tuple[RunPlan, pd.DataFrame]:
+    """The plan of a run over inputs already listed: their output names against the index
+    (compacted first) and the index itself (its :data:`PLAN_COLUMNS`)."""
     check_listed_inputs_apart(refs, cfg.output)
-    index = compact_index(cfg.output)  # also finishes one that a killed run left half done
+    # the columns planning needs (also finishes a compaction that a killed run left half done)
+    index = compact_index(cfg.output, PLAN_COLUMNS)
     images = storage.join(cfg.output, "images")
     result = (card["name"], card["version"], float(cfg.saturation))
     names, claimed = plan_names(refs, output_names(refs, cfg.saturation), index, images, result)
-    return refs, RunPlan(names, claimed), card, index
+    return RunPlan(names, claimed), index
 
 
 def output_uri(cfg: ColorizeConfig, name: str, ext: str | None = None) -> str:
@@ -86,6 +104,13 @@ def part_uri(
     )
 
 
+@lru_cache(maxsize=64)
+def _root(source: str) -> str:
+    """A source's root as its inputs' URIs start (a local one absolute)."""
+    root = source.rstrip("/")
+    return os.path.abspath(storage.local_path(root)) if storage.is_local(root) else root
+
+
 def relative_name(ref: InputRef) -> str:
     """An input's path inside its collection, without suffix: the member of an archive, the
     path below a folder or prefix, or host/path of a URL."""
@@ -96,8 +121,7 @@ def relative_name(ref: InputRef) -> str:
         parts = urlsplit(uri)
         rel = parts.netloc + parts.path
     else:
-        root = ref.source.rstrip("/")
-        root = os.path.abspath(storage.local_path(root)) if storage.is_local(root) else root
+        root = _root(ref.source)
         rel = uri[len(root) + 1 :] if uri.startswith(root + "/") else posixpath.basename(uri)
     parts = [p for p in rel.replace("\\", "/").split("/") if p not in ("", ".", "..")]
     return posixpath.splitext("/".join(parts) or ref.key)[0]
@@ -171,13 +195,16 @@ def plan_batches(
     name as the one a lingering worker of the killed run may still write: one replaces the
     other and no row is duplicated."""
     mine = result_rows(index, card, cfg.saturation)
-    latest = {row["input_uri"]: row for _, row in mine.iterrows()}
+    uris = [ref.uri for ref in refs]
+    rows = mine.drop_duplicates("input_uri", keep="last").set_index("input_uri").reindex(uris)
+    stamps = pd.Series([ref.stamp for ref in refs], index=rows.index, dtype=object)
+    need = needs_work(rows, stamps, cfg.retry_failed, cfg.treat_as).to_numpy()
+    superseded = rows["colorized_at"].fillna("").astype(str).to_numpy()
     todo = set()
-    for ref in refs:
-        row = latest.get(ref.uri)
-        if needs_work(row, ref.stamp, cfg.retry_failed, cfg.treat_as):
+    for ref, redo, at in zip(refs, need, superseded, strict=True):
+        if redo:
             todo.add(ref.key)
-            plan.redoes[ref.key] = "" if row is None else str(row["colorized_at"] or "")
+            plan.redoes[ref.key] = at
     size = cfg.batch_size
     blocks = [refs[i : i + size] for i in range(0, len(refs), size)]
     return [kept for b in blocks if (kept := [r for r in b if r.key in todo])]

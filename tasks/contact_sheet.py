@@ -24,7 +24,7 @@ from koala.choices import DEFAULT_LIMITS
 from koala.images import pil_guards
 from koala.monochrome import thumbnail_lab
 from koala.uris import split_member_uri
-from tasks.colorize import THUMB, make_thumb, thumb_uris
+from tasks.thumbnails import THUMB, existing_thumbs, make_thumb, thumb_names, thumb_uris
 
 #: results shown in the contact sheet's review section, least confident first
 REVIEW_FIRST = 24
@@ -279,9 +279,9 @@ def _sample_section(output: str, index: pd.DataFrame, root: str) -> tuple[str, b
     """The before/after grid of the sampled results, with buttons sorting it by confidence,
     and whether it shows every result."""
     ok = index[index["status"] == "ok"].sort_values("ordinal")
-    pairs = [
-        _pair(output, r, root) for r in ok.itertuples() if storage.exists(_thumbs(output, r)[1])
-    ]
+    after = thumb_names(ok["key"], ok.get("saturation"))[1]
+    shown = ok[after.isin(existing_thumbs(output)).to_numpy()]
+    pairs = [_pair(output, r, root) for r in shown.itertuples()]
     rated = "confidence" in index and ok["confidence"].notna().any()
     head = (
         f"<h2 id='samples'>Before and after (first inputs of the collection)</h2><p>"
@@ -424,7 +424,7 @@ def _settings_list(model: str, index: pd.DataFrame, settings: dict | None) -> st
     if settings:
         shown |= {k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in settings.items()}
     elif "saturation" in index and len(index):
-        values = sorted({_saturation(r) for r in index.itertuples()})
+        values = sorted(set(index["saturation"].fillna(1.0).astype(float)))
         shown["saturation"] = ", ".join(f"{v:g}" for v in values)
     items = "".join(
         f"<dt>{html.escape(k)}</dt><dd><code>{html.escape(v)}</code></dd>" for k, v in shown.items()

@@ -194,8 +194,8 @@ def test_captions_say_what_each_input_was(tmp_path: Path) -> None:
 
     from PIL import ImageOps
 
-    from tasks.colorize import make_thumb
     from tasks.contact_sheet import input_kind
+    from tasks.thumbnails import make_thumb
 
     gray = colour_photo(5, (200, 150)).convert("L")
     sepia = ImageOps.colorize(gray, (40, 22, 8), (250, 236, 200))

@@ -18,7 +18,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tasks.colorize import make_thumb, thumb_uris
 from tasks.contact_sheet import (
     collection_root,
     output_href,
@@ -32,6 +31,7 @@ from tasks.evaluate import (
     split_overlap_warning,
     write_report,
 )
+from tasks.thumbnails import make_thumb, thumb_uris
 from tests.fixtures import colour_photo, encode
 
 MODEL = "chroma_unet@v3"
