@@ -43,11 +43,30 @@ class KoalaSettings(BaseSettings):
         1024.0, gt=0, description="Size cap for one file to colorize (archival scans are big)."
     )
 
-    def storage_options(self, url: str) -> dict:
-        """fsspec storage options for ``url`` (the S3 endpoint when one is configured)."""
-        if url.startswith(("s3://", "s3a://")) and self.s3_endpoint_url:
-            return {"client_kwargs": {"endpoint_url": self.s3_endpoint_url}}
-        return {}
+    s3_retry_mode: Literal["standard", "adaptive"] = Field(
+        "standard",
+        description="botocore's retry mode for S3: 503 SlowDown, 500s, throttling and reset "
+        "connections are retried with exponential backoff and jitter (at most 20 s a wait); "
+        "adaptive also slows the client's own request rate.",
+    )
+    s3_max_attempts: int = Field(
+        10, ge=1, description="Attempts per S3 request (the first included) before it fails."
+    )
+    s3_timeout_s: float = Field(60.0, gt=0, description="Connect/read timeout per S3 request.")
+
+    def s3_options(self) -> dict:
+        """s3fs options for every ``s3://`` URL: the endpoint when one is configured, and
+        botocore's retries and timeouts."""
+        options: dict = {
+            "config_kwargs": {
+                "retries": {"max_attempts": self.s3_max_attempts, "mode": self.s3_retry_mode},
+                "connect_timeout": self.s3_timeout_s,
+                "read_timeout": self.s3_timeout_s,
+            }
+        }
+        if self.s3_endpoint_url:
+            options["endpoint_url"] = self.s3_endpoint_url
+        return options
 
 
 @lru_cache(maxsize=1)

@@ -31,13 +31,11 @@ class StorageError(KoalaError):
 
 
 def configure_fsspec() -> None:
-    """Point every s3fs instance (chained URLs, Dask workers) at the configured endpoint."""
-    endpoint = get_settings().s3_endpoint_url
+    """Give every s3fs instance (chained URLs, Dask workers) the configured endpoint, retries
+    and timeouts (:meth:`koala.settings.KoalaSettings.s3_options`)."""
     conf = fsspec.config.conf.setdefault("s3", {})
-    if endpoint:
-        conf["endpoint_url"] = endpoint
-    else:
-        conf.pop("endpoint_url", None)
+    conf.pop("endpoint_url", None)
+    conf.update(get_settings().s3_options())
 
 
 def _gopen_fsspec(url: str, mode: str = "rb", bufsize: int = 8192, **kw) -> IO:

@@ -145,6 +145,18 @@ def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, koala_env: None) -> It
     configure_fsspec()
 
 
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A dataset root whose registry has the default model's real architecture, untrained."""
+    from models.config import FLAGSHIP
+    from models.registry import build_model, save_model
+
+    root = tmp_path_factory.mktemp("registry")
+    model = build_model(FLAGSHIP, pretrained=False)
+    save_model(str(root), FLAGSHIP, model, {"backbone": "efficientnet-lite0"})
+    return str(root)
+
+
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[str]:
     """One real (temporary, SQLite) Prefect server for the session; yields its API URL."""

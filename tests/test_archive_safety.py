@@ -30,14 +30,6 @@ from tests.fixtures import colour_photo, encode
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("registry")
-    model = build_model(FLAGSHIP, pretrained=False)  # the default model, untrained
-    save_model(str(root), FLAGSHIP, model, {"backbone": "efficientnet-lite0"})
-    return str(root)
-
-
 def _scan(seed: int, size: tuple[int, int] = (160, 120)) -> bytes:
     return encode(colour_photo(seed, size).convert("L"), "PNG")
 

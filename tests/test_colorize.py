@@ -25,20 +25,10 @@ from koala.outputs import read_label
 from koala.scans import HasColour, read_scan
 from koala.sources import InputRef
 from models.config import FLAGSHIP
-from models.registry import build_model, save_model
 from tasks.colorize import INDEX_COLUMNS, output_names, relative_name
 from tests.fixtures import colour_photo, encode, sepia, truncated_jpeg
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A dataset root whose registry has the default model's real architecture, untrained."""
-    root = tmp_path_factory.mktemp("registry")
-    torch_model = build_model(FLAGSHIP, pretrained=False)
-    save_model(str(root), FLAGSHIP, torch_model, {"backbone": "efficientnet-lite0"})
-    return str(root)
 
 
 def _gray(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:

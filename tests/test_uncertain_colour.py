@@ -6,12 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
 from PIL import ImageDraw
 
 from koala.choices import ImageLimits
 from models.config import FLAGSHIP
-from models.registry import build_model, save_model
 from tasks.archive_index import compact_index, read_index
 from tasks.colorize import ColorizeConfig, colorize_batch, plan_batches, prepare_run
 from tasks.contact_sheet import write_contact_sheet
@@ -19,13 +17,6 @@ from tests.fixtures import colour_photo, encode, sepia
 from tests.test_colour_decision import _faded
 
 SIZE = (640, 480)
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("registry")
-    save_model(str(root), FLAGSHIP, build_model(FLAGSHIP, pretrained=False), {})
-    return str(root)
 
 
 def _collection(folder: Path) -> None:
