@@ -338,26 +338,41 @@ def colorize_cmd(
     params["device"] = _device(device)
     api = _connect_prefect()  # a temporary server starts now, beside the checks and the model
     try:
-        from tasks.colorize_plan import plan_batches, prepare_run, resolve_registry
+        from koala import lease
+        from tasks.colorize_plan import prepare_run, resolve_registry
 
         params["registry"] = resolve_registry(registry)
         cfg = pick(ColorizeConfig, params)
         refs, plan, card, index = prepare_run(input, cfg)  # fail fast, before torch is imported
-        todo = plan_batches(refs, plan, index, card, cfg)
-        if not todo:
-            api.close()
-            _nothing_to_do(input, refs, card, index, cfg)
-            return
-        params["model"] = f"{card['name']}@{card['version']}"  # this version, pinned
-        images = sum(len(b) for b in todo)
-        if _on_warm_stack(api, images, scheduler, workers):
-            result = _stack_outcome(api, params)
-        else:
-            result = _run_here(api, params, images, scheduler, workers)
+        try:  # this process holds the output's lease until the run ends
+            result = _colorize_planned(api, params, cfg, input, refs, plan, card, index)
+        finally:
+            lease.release(cfg.output)
     except KoalaError as exc:
         api.close()
         _fail(str(exc))
-    _print_outcome(result)
+    if result is not None:
+        _print_outcome(result)
+
+
+def _colorize_planned(api, params: dict, cfg: ColorizeConfig, source: str, *planned) -> dict | None:
+    """The planned run: nothing to do (its summary printed), or the run on the local stack's
+    warm worker (this process gives the lease to it) or from this process."""
+    from koala import lease
+    from tasks.colorize_plan import plan_batches
+
+    refs, plan, card, index = planned
+    todo = plan_batches(refs, plan, index, card, cfg)
+    if not todo:
+        api.close()
+        _nothing_to_do(source, refs, card, index, cfg)
+        return None
+    params["model"] = f"{card['name']}@{card['version']}"  # this version, pinned
+    images = sum(len(b) for b in todo)
+    if _on_warm_stack(api, images, scheduler=params["scheduler"], workers=params["workers"]):
+        lease.release(cfg.output)  # the worker's flow takes it
+        return _stack_outcome(api, params)
+    return _run_here(api, params, images, params["scheduler"], params["workers"])
 
 
 def _on_warm_stack(api, images: int, scheduler, workers) -> bool:

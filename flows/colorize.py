@@ -13,6 +13,7 @@ from flows.artifacts import publish_colorize
 from flows.progress import track
 from flows.stages import stage
 from infra.runners import DeferredRunner, dask_runner
+from koala import lease
 from koala.params import pick
 from models.config import FLAGSHIP
 from tasks.archive_index import RunPlan, compact_index, outcome_line
@@ -68,8 +69,19 @@ def colorize_archive(
     for a transient reason (and all failures with ``retry_failed``) and changed inputs are
     redone. A full or broken output ends the run Failed with one line; a rerun resumes."""
     cfg = pick(ColorizeConfig, locals(), registry=resolve_registry(registry))
-    log = get_run_logger()
-    refs, plan, card, index = prepare_run(input, cfg)
+    refs, plan, card, index = prepare_run(input, cfg)  # holds the output's lease
+    try:
+        return _colorize(input, cfg, refs, plan, card, index)
+    finally:
+        lease.release(output)
+
+
+def _colorize(
+    input: str, cfg: ColorizeConfig, refs: list, plan: RunPlan, card: dict, index
+) -> dict:
+    """The run once planned: the batches on the task runner, then the index compacted, the
+    contact sheet and the summary."""
+    output, log = cfg.output, get_run_logger()
     spec = f"{card['name']}@{card['version']}"
     cfg = replace(cfg, model=spec)  # every worker uses this version, whatever is promoted
     todo = plan_batches(refs, plan, index, card, cfg)

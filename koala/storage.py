@@ -7,6 +7,7 @@ is written to a local temporary file and uploaded in one put, so readers never s
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import socket
@@ -203,6 +204,34 @@ def atomic_write_bytes(url: str, data: bytes) -> None:
     """Write ``data`` to ``url`` atomically."""
     with atomic_open(url, "wb") as f:
         f.write(data)
+
+
+def create_exclusive(url: str, data: bytes) -> bool:
+    """Write ``data`` to ``url`` only if nothing is there, atomically: True when this call
+    created it, False when a file was there already (a local hard link of a complete temporary
+    file; on S3 a conditional put, ``If-None-Match: *``)."""
+    if is_local(url):
+        target = Path(local_path(url))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(temporary_name(target.name))
+        try:
+            tmp.write_bytes(data)
+            os.link(tmp, target)
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
+    fs, path = get_fs(url)
+    try:
+        fs.pipe_file(path, data, mode="create")
+    except FileExistsError:
+        return False
+    except OSError as exc:  # s3fs names a 412 without its condition EINVAL
+        if exc.errno == errno.EINVAL:
+            return False
+        raise
+    return True
 
 
 def remove(url: str, recursive: bool = False) -> None:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from koala import storage
+from koala import lease, storage
 from koala.choices import FORMAT_CHOICES, FORMATS, TREAT_AS
 from koala.errors import KoalaError
 from koala.settings import get_settings
@@ -58,16 +58,23 @@ def prepare_run(
 ) -> tuple[list[InputRef], RunPlan, dict, pd.DataFrame]:
     """Check everything but the model's weights before any work, failing with one line that
     names the problem: the options, the model's card, the output (writable, apart from the
-    input) and the input (exists, not empty). Returns every input, the run's plan, the model's
-    card and the index so far (newest row per input and result; the columns planning needs)."""
+    input) and the input (exists, not empty). Then it holds the output's lease
+    (:mod:`koala.lease`: a second run is refused, naming the first) until the caller's
+    ``lease.release(cfg.output)``. Returns every input, the run's plan, the model's card and the
+    index so far (newest row per input and result; the columns planning needs)."""
     check_options(cfg)
     check_output_apart([source], cfg.output)
     card = find_card(cfg.registry, cfg.model)  # an unknown model fails before any listing
     storage.check_writable(cfg.output)
     mark_output(cfg.output, "colorize")
-    storage.remove_stale_temporaries(cfg.output)
-    refs = enumerate_inputs([source], storage.join(cfg.output, "_staging"))
-    plan, index = plan_listed(refs, cfg, card)
+    lease.take(cfg.output, f"a colorize run of {source!r}")  # one run at a time per output
+    try:
+        storage.remove_stale_temporaries(cfg.output)
+        refs = enumerate_inputs([source], storage.join(cfg.output, "_staging"))
+        plan, index = plan_listed(refs, cfg, card)
+    except BaseException:
+        lease.release(cfg.output)
+        raise
     return refs, plan, card, index
 
 

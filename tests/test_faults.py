@@ -4,22 +4,33 @@ byte-identical to those of a run without the fault.
 
 - object storage that throttles and drops connections: moto's S3 server behind a loopback
   proxy that answers 503 SlowDown / 500 and resets connections (tests/fault_proxy.py);
+- two runs into one output: two real ``koala colorize`` processes (the second is refused, in
+  one line naming the first; a stale lease is taken over);
 """
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from flows.colorize import colorize_archive
-from koala import storage
+from koala import lease, storage
 from koala.settings import get_settings
 from tests.fault_proxy import FaultProxy
 from tests.fixtures import colour_photo, encode
 
 SCANS = 24
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def gray_scan(seed: int) -> bytes:
@@ -72,3 +83,112 @@ def test_s3_that_throttles_and_resets_loses_nothing(
     proxy.rate = 0.0
     keys = fs.find(f"{bucket[5:]}/faulty")
     assert not [k for k in keys if ".tmp" in k or k.endswith(".part")], keys
+
+
+def cli(output: Path, folder: Path, registry: str, *extra: str) -> list[str]:
+    args = [sys.executable, "-m", "cli.main", "colorize", "--input", str(folder)]
+    return [*args, "--output", str(output), "--registry", registry, *extra]
+
+
+def cli_env(prefect_server: str) -> dict[str, str]:
+    return os.environ | {
+        "PREFECT_API_URL": prefect_server,
+        "PYTHONPATH": str(ROOT),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+
+
+def scans(folder: Path, n: int, size: tuple[int, int] = (160, 120)) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(n):
+        image = colour_photo(200 + i, size).convert("L")
+        (folder / f"s{i:02d}.png").write_bytes(encode(image, "PNG"))
+    return folder
+
+
+def test_a_second_run_into_a_busy_output_is_refused_naming_the_first(
+    tmp_path: Path, registry: str, prefect_server: str
+) -> None:
+    """Two real ``koala colorize`` processes into one output: the second is refused at once
+    with one line naming the first, which ends as if alone; a rerun afterwards has nothing
+    to do."""
+    folder, out = scans(tmp_path / "in", 16, (400, 300)), tmp_path / "out"
+    env = cli_env(prefect_server)
+    first = subprocess.Popen(
+        cli(out, folder, registry, "--batch-size", "2", "--workers", "1"),
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "index").glob("*.parquet")):
+        time.sleep(0.1)
+    started = time.time()
+    second = subprocess.run(
+        cli(out, folder, registry),
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    refused_in = time.time() - started
+    assert first.poll() is None, "the first run ended before the second started"
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.count("\n") == 1 and "is in use by a colorize run" in second.stderr
+    assert f"pid {first.pid} on" in second.stderr, second.stderr
+    assert refused_in < 30
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    index = one_row_each(str(out), 16)
+    assert set(index["status"]) == {"ok"}
+    assert not list(out.rglob(".*.tmp-*")) and not list((out / lease.LEASE_DIR).iterdir())
+    again = subprocess.run(
+        cli(out, folder, registry),
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0 and "0 new" in again.stdout + again.stderr, again.stderr
+    one_row_each(str(out), 16)
+
+
+def test_a_stale_lease_is_taken_over_and_a_live_one_is_not(tmp_path: Path) -> None:
+    """A lease whose process is gone (this host) or not renewed for STALE_S (another host) is
+    taken over; a renewed one of another host is not."""
+    out = str(tmp_path / "out")
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    here = {"host": socket.gethostname(), "pid": int(dead.stdout), "command": "killed run"}
+    storage.atomic_write_bytes(
+        lease._lease_uri(out, 1), json.dumps(here | {"seen": time.time()}).encode()
+    )
+    with lease.take(out, "test") as held:
+        assert held.number == 2 and not storage.exists(lease._lease_uri(out, 1))
+    away = {"host": "elsewhere", "pid": 1, "command": "koala colorize"}
+    storage.atomic_write_bytes(
+        lease._lease_uri(out, 3), json.dumps(away | {"seen": time.time()}).encode()
+    )
+    with pytest.raises(lease.OutputBusy, match=r"in use by koala colorize \(pid 1 on elsewhere"):
+        lease.take(out, "test")
+    old = time.time() - lease.STALE_S - 1
+    storage.atomic_write_bytes(lease._lease_uri(out, 3), json.dumps(away | {"seen": old}).encode())
+    with lease.take(out, "test") as held:
+        assert held.number == 4
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_exactly_one_of_two_racing_creates_wins(where: str, tmp_path: Path, request) -> None:
+    base = str(tmp_path) if where == "local" else request.getfixturevalue("s3")
+    target = storage.join(base, "lease-00000001.json")
+    with ThreadPoolExecutor(8) as pool:
+        wins = list(pool.map(lambda i: storage.create_exclusive(target, b"%d" % i), range(8)))
+    assert wins.count(True) == 1
+    assert storage.read_bytes(target) == b"%d" % wins.index(True)
