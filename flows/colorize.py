@@ -13,7 +13,7 @@ from flows.artifacts import publish_colorize
 from flows.progress import track
 from flows.stages import stage
 from infra.runners import DeferredRunner, dask_runner
-from koala import lease
+from koala import lease, storage
 from koala.params import pick
 from models.config import FLAGSHIP
 from tasks.archive_index import RunPlan, compact_index, outcome_line
@@ -101,6 +101,7 @@ def _colorize(
     if errors:
         return Failed(message=f"{errors[0]}; the batches done are kept, rerun to resume")
     index = compact_index(output)
+    storage.remove_stale_temporaries(output)  # of a worker killed as it wrote
     mine = run_rows(index, refs, card, cfg.saturation)
     sheet = write_contact_sheet(output, mine, spec, collection=input, settings=sheet_settings(cfg))
     result = run_summary(output, spec, mine, sheet, n_todo)

@@ -242,12 +242,12 @@ def remove(url: str, recursive: bool = False) -> None:
 
 
 def remove_stale_temporaries(url: str, max_age_s: float = FOREIGN_TEMPORARY_MAX_AGE_S) -> int:
-    """Delete the temporary files that killed writers left in a local directory; those of
-    writers still running (another run on the same output) are kept."""
+    """Delete the temporary files that killed writers (a run, a Dask worker) left anywhere
+    under a local directory; those of writers still running are kept."""
     if not is_local(url) or not Path(local_path(url)).is_dir():
         return 0
     stale = [
-        p for p in Path(local_path(url)).glob(".*.tmp-*") if is_abandoned_temporary(p, max_age_s)
+        p for p in Path(local_path(url)).rglob(".*.tmp-*") if is_abandoned_temporary(p, max_age_s)
     ]
     for p in stale:
         p.unlink(missing_ok=True)

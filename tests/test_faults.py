@@ -4,6 +4,9 @@ byte-identical to those of a run without the fault.
 
 - object storage that throttles and drops connections: moto's S3 server behind a loopback
   proxy that answers 503 SlowDown / 500 and resets connections (tests/fault_proxy.py);
+- a Dask worker dies: one, then both workers of a LocalCluster killed with SIGKILL while they
+  write;
+- the Prefect server stopped in the middle of a run and started again;
 - two runs into one output: two real ``koala colorize`` processes (the second is refused, in
   one line naming the first; a stale lease is taken over);
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,10 +24,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 
 from flows.colorize import colorize_archive
+from infra.local_stack import free_port, prefect_server_command, terminate
 from koala import lease, storage
 from koala.settings import get_settings
 from tests.fault_proxy import FaultProxy
@@ -192,3 +198,118 @@ def test_exactly_one_of_two_racing_creates_wins(where: str, tmp_path: Path, requ
         wins = list(pool.map(lambda i: storage.create_exclusive(target, b"%d" % i), range(8)))
     assert wins.count(True) == 1
     assert storage.read_bytes(target) == b"%d" % wins.index(True)
+
+
+@pytest.fixture
+def two_workers(monkeypatch: pytest.MonkeyPatch) -> Iterator:
+    """A LocalCluster of two single-threaded worker processes (each with its nanny, which
+    starts a killed worker again, as a cluster manager replaces a lost machine); runs use it
+    through KOALA_DASK_ADDRESS. Yields a Dask client."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        monkeypatch.setenv("KOALA_DASK_ADDRESS", cluster.scheduler_address)
+        get_settings.cache_clear()
+        yield client
+    get_settings.cache_clear()
+
+
+def kill_writers(out: Path, pids: set[int], kills: int, deadline: float) -> list[int]:
+    """SIGKILL the processes among ``pids`` whose temporary files appear under ``out`` (they
+    are killed while they write an output, a thumbnail or an index part), ``kills`` of them."""
+    killed: list[int] = []
+    while len(killed) < kills and time.time() < deadline:
+        for tmp in out.rglob(".*.tmp-*"):
+            pid = int(tmp.name.split("-")[-2])
+            if pid in pids and pid not in killed:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        time.sleep(0.005)
+    return killed
+
+
+@pytest.mark.parametrize("kills", [1, 2], ids=["one-worker", "both-workers"])
+def test_workers_killed_as_they_write_lose_nothing(
+    kills: int, two_workers, tmp_path: Path, registry: str, prefect_server: str
+) -> None:
+    """Dask workers killed with SIGKILL in the middle of writing (one, then both): their
+    batches run again on the workers the nannies start, and the run ends as a clean run
+    does, byte for byte, with no temporary file left."""
+    folder = scans(tmp_path / "in", 24, (400, 300))
+    clean = colorize_archive(input=str(folder), output=str(tmp_path / "clean"), registry=registry)
+    pids = set(two_workers.run(os.getpid).values())
+    out = tmp_path / "faulty"
+    with ThreadPoolExecutor(1) as pool:
+        killer = pool.submit(kill_writers, out, pids, kills, time.time() + 120)
+        faulty = colorize_archive(input=str(folder), output=str(out), registry=registry)
+        assert len(killer.result()) == kills, "the run ended before its workers were killed"
+    assert faulty["counts"] == clean["counts"] == {"ok": 24}
+    one_row_each(str(out), 24)
+    assert outputs(str(out)) == outputs(str(tmp_path / "clean"))
+    assert not list(out.rglob(".*.tmp-*"))
+
+
+def start_server(home: Path, port: int) -> subprocess.Popen:
+    """A real Prefect server (SQLite under ``home``) on ``port``, healthy."""
+    env = os.environ | {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    proc = subprocess.Popen(
+        [*prefect_server_command(port), "--no-ui"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    terminate(proc.pid)
+    raise AssertionError("the Prefect server did not start")
+
+
+def test_a_run_outlives_a_prefect_server_restart(
+    tmp_path: Path, registry: str, prefect_server: str
+) -> None:
+    """The Prefect server is stopped in the middle of a ``koala colorize`` run and started
+    again (same port and database) a few seconds later: the run goes on (Prefect's client
+    retries) and ends as a clean run does."""
+    folder, out = scans(tmp_path / "in", 16, (400, 300)), tmp_path / "out"
+    port = free_port()
+    server = start_server(tmp_path / "prefect", port)
+    env = cli_env(f"http://127.0.0.1:{port}/api")
+    args = cli(out, folder, registry, "--batch-size", "2", "--workers", "1")
+    try:
+        run = subprocess.Popen(
+            args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline and not list((out / "index").glob("*.parquet")):
+            time.sleep(0.1)
+        terminate(server.pid)
+        time.sleep(3)
+        assert run.poll() is None, "the run ended before the server came back"
+        server = start_server(tmp_path / "prefect", port)
+        stderr = run.communicate(timeout=300)[1]
+    finally:
+        terminate(server.pid)
+    assert run.returncode == 0, stderr[-3000:]
+    clean = tmp_path / "clean"
+    subprocess.run(
+        cli(clean, folder, registry, "--workers", "1"),
+        env=cli_env(prefect_server),
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    one_row_each(str(out), 16)
+    assert outputs(str(out)) == outputs(str(clean))
+    assert not list(out.rglob(".*.tmp-*"))
