@@ -104,6 +104,18 @@ def cli_env(prefect_server: str) -> dict[str, str]:
     }
 
 
+def start_koala(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """A ``koala`` command running in the background (its stderr kept)."""
+    return subprocess.Popen(
+        args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def run_koala(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """A ``koala`` command run to its end (stdout and stderr kept)."""
+    return subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
 def scans(folder: Path, n: int, size: tuple[int, int] = (160, 120)) -> Path:
     folder.mkdir(parents=True)
     for i in range(n):
@@ -120,26 +132,12 @@ def test_a_second_run_into_a_busy_output_is_refused_naming_the_first(
     to do."""
     folder, out = scans(tmp_path / "in", 16, (400, 300)), tmp_path / "out"
     env = cli_env(prefect_server)
-    first = subprocess.Popen(
-        cli(out, folder, registry, "--batch-size", "2", "--workers", "1"),
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    first = start_koala(cli(out, folder, registry, "--batch-size", "2", "--workers", "1"), env)
     deadline = time.time() + 120
     while time.time() < deadline and not list((out / "index").glob("*.parquet")):
         time.sleep(0.1)
     started = time.time()
-    second = subprocess.run(
-        cli(out, folder, registry),
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    second = run_koala(cli(out, folder, registry), env)
     refused_in = time.time() - started
     assert first.poll() is None, "the first run ended before the second started"
     assert second.returncode == 2, second.stderr
@@ -150,14 +148,7 @@ def test_a_second_run_into_a_busy_output_is_refused_naming_the_first(
     index = one_row_each(str(out), 16)
     assert set(index["status"]) == {"ok"}
     assert not list(out.rglob(".*.tmp-*")) and not list((out / lease.LEASE_DIR).iterdir())
-    again = subprocess.run(
-        cli(out, folder, registry),
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = run_koala(cli(out, folder, registry), env)
     assert again.returncode == 0 and "0 new" in again.stdout + again.stderr, again.stderr
     one_row_each(str(out), 16)
 
@@ -287,9 +278,7 @@ def test_a_run_outlives_a_prefect_server_restart(
     env = cli_env(f"http://127.0.0.1:{port}/api")
     args = cli(out, folder, registry, "--batch-size", "2", "--workers", "1")
     try:
-        run = subprocess.Popen(
-            args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        run = start_koala(args, env)
         deadline = time.time() + 120
         while time.time() < deadline and not list((out / "index").glob("*.parquet")):
             time.sleep(0.1)
@@ -302,14 +291,8 @@ def test_a_run_outlives_a_prefect_server_restart(
         terminate(server.pid)
     assert run.returncode == 0, stderr[-3000:]
     clean = tmp_path / "clean"
-    subprocess.run(
-        cli(clean, folder, registry, "--workers", "1"),
-        env=cli_env(prefect_server),
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    done = run_koala(cli(clean, folder, registry, "--workers", "1"), cli_env(prefect_server))
+    assert done.returncode == 0, done.stderr[-3000:]
     one_row_each(str(out), 16)
     assert outputs(str(out)) == outputs(str(clean))
     assert not list(out.rglob(".*.tmp-*"))
