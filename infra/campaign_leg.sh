@@ -7,8 +7,9 @@
 #       > ~/koala-campaign/leg-$(date +%Y%m%dT%H%M).log 2>&1 &
 #
 # The first leg starts fresh (there is no checkpoint yet), or from INIT_FROM (a registered
-# name@version) when set; every later one resumes exactly. ADVERSARIAL_WEIGHT (0.1) sets the
-# adversarial term; CURVE and RESTART say where the scored point and the bf16 restart point go;
+# name@version) when set; every later one resumes exactly. ADVERSARIAL_WEIGHT sets the
+# adversarial term (0 since leg 5, which showed that 0.1 costs accuracy and brings wrong hues);
+# CURVE and RESTART say where the scored point and the bf16 restart point go;
 # CPUS (a taskset list, e.g. 0) pins the leg to those cores, so two variants can run side by
 # side on equal shares of the machine.
 # SIGINT/SIGTERM checkpoint at once and skip the scoring: run it again with LEG_MINUTES=0.01
@@ -20,7 +21,7 @@ B=${B:-/tmp/data/bsds}
 CK=${CK:-$HOME/koala-campaign}
 LEG_MINUTES=${LEG_MINUTES:-80}
 EVAL_LIMIT=${EVAL_LIMIT:-200}
-ADVERSARIAL_WEIGHT=${ADVERSARIAL_WEIGHT:-0.1}
+ADVERSARIAL_WEIGHT=${ADVERSARIAL_WEIGHT:-0}
 CURVE=${CURVE:-docs/campaign/curve.json}
 RESTART=${RESTART:-docs/campaign/restart}
 pin=()

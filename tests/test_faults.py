@@ -220,6 +220,8 @@ def kill_writers(out: Path, pids: set[int], kills: int, deadline: float) -> list
             if pid in pids and pid not in killed:
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
+                if len(killed) == kills:
+                    break
         time.sleep(0.005)
     return killed
 
