@@ -406,7 +406,21 @@ def _run_here(api, params: dict, images: int, scheduler, workers) -> dict:
     from flows.colorize import colorize_archive
 
     flow = colorize_archive.with_options(task_runner=runner)
-    return _outcome(call_with(flow, params, return_state=True))
+    return _outcome(_reporting_to(api, lambda: call_with(flow, params, return_state=True)))
+
+
+def _reporting_to(api, run):
+    """``run()``, with a Prefect server that went away for longer than the client's retries
+    turned into one line: the batches already written stay, and a rerun resumes."""
+    import httpx
+
+    try:
+        return run()
+    except httpx.TransportError as exc:
+        raise KoalaError(
+            f"lost the Prefect server at {api.url} during the run ({type(exc).__name__}); "
+            "the batches done are kept: rerun to resume"
+        ) from exc
 
 
 def _colorize_runner(images: int, scheduler, workers, stack_dask, cfg: ColorizeConfig):

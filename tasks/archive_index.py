@@ -208,15 +208,16 @@ PLAN_COLUMNS = [
     "colorized_at",
     "ordinal",
 ]
-#: a part with fewer rows is small: once :data:`SMALL_PARTS_MAX` of them gather, compaction
-#: merges them into parts of about this many rows (one run writes a part per batch)
+#: a part with fewer rows is small (one run writes a part per batch): compaction merges small
+#: parts into parts of about this many rows, so that at most :data:`SMALL_PARTS_KEPT` stay
+#: (rewriting at most this many rows per run; reading stays one part however many runs wrote)
 PART_ROWS = 100_000
-SMALL_PARTS_MAX = 16
+SMALL_PARTS_KEPT = 1
 
 
 def compact_index(output: str, columns: list[str] | None = None) -> pd.DataFrame:
     """Rewrite the parts that hold superseded rows without them (a part left empty is
-    removed), merge small parts into larger ones once :data:`SMALL_PARTS_MAX` of them gather,
+    removed), merge small parts into larger ones when more than :data:`SMALL_PARTS_KEPT` are,
     and return the index as :func:`read_index` does (``columns`` of it), from the same read.
 
     Every write is atomic and a merged part is written before the parts it replaces are
@@ -232,7 +233,7 @@ def compact_index(output: str, columns: list[str] | None = None) -> pd.DataFrame
         _rewrite_part(str(part), frame[frame["_part"] == part], set(rows))
     counts = frame.drop(index=stale).groupby("_part", observed=True).size()
     small = [str(p) for p, n in counts.items() if n < PART_ROWS]
-    if len(small) >= SMALL_PARTS_MAX:
+    if len(small) > SMALL_PARTS_KEPT:
         _merge_parts(output, small, counts)
     return _latest(frame, stale, columns)
 

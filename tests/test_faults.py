@@ -298,3 +298,37 @@ def test_a_run_outlives_a_prefect_server_restart(
     one_row_each(str(out), 16)
     assert outputs(str(out)) == outputs(str(clean))
     assert not list(out.rglob(".*.tmp-*"))
+
+
+def test_a_run_whose_prefect_server_stays_away_stops_in_one_line_and_resumes(
+    tmp_path: Path, registry: str, prefect_server: str
+) -> None:
+    """The Prefect server is stopped in the middle of a run and does not come back (the
+    client's retries cut to one): the command stops with one line naming the server, keeps the
+    batches written, and a rerun against a server finishes the rest, as a clean run would."""
+    folder, out = scans(tmp_path / "in", 16, (400, 300)), tmp_path / "out"
+    port = free_port()
+    server = start_server(tmp_path / "prefect", port)
+    env = cli_env(f"http://127.0.0.1:{port}/api") | {"PREFECT_CLIENT_MAX_RETRIES": "1"}
+    try:
+        run = start_koala(cli(out, folder, registry, "--batch-size", "2", "--workers", "1"), env)
+        deadline = time.time() + 120
+        while time.time() < deadline and not list((out / "index").glob("*.parquet")):
+            time.sleep(0.1)
+    finally:
+        terminate(server.pid)
+    stderr = run.communicate(timeout=300)[1]
+    assert run.returncode == 1
+    last = stderr.strip().splitlines()[-1]
+    assert f"lost the Prefect server at http://127.0.0.1:{port}/api" in last, stderr[-3000:]
+    assert "Traceback" not in stderr
+    kept = pd.read_parquet(out / "index")
+    assert 0 < len(kept) < 16 and set(kept["status"]) == {"ok"}
+    rerun = run_koala(cli(out, folder, registry, "--workers", "1"), cli_env(prefect_server))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    clean = tmp_path / "clean"
+    done = run_koala(cli(clean, folder, registry, "--workers", "1"), cli_env(prefect_server))
+    assert done.returncode == 0, done.stderr[-3000:]
+    one_row_each(str(out), 16)
+    assert outputs(str(out)) == outputs(str(clean))
+    assert not list(out.rglob(".*.tmp-*"))

@@ -7,14 +7,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from koala import storage
+from tasks import archive_index
 from tasks.archive_index import (
     INDEX_COLUMNS,
     INDEX_DTYPES,
     INDEX_SCHEMA,
     PLAN_COLUMNS,
-    SMALL_PARTS_MAX,
+    SMALL_PARTS_KEPT,
     compact_index,
     read_index,
 )
@@ -51,18 +53,21 @@ def parts(out: Path) -> list[str]:
     return sorted(p.name for p in (out / "index").glob("*.parquet"))
 
 
+RUNS = 30
+
+
 def test_small_runs_are_merged_into_few_parts_without_losing_a_row(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    for run in range(2 * SMALL_PARTS_MAX):  # each run: two batches of 8, compaction at its end
+    for run in range(RUNS):  # each run: two batches of 8, compaction at its end
         for b in range(2):
             start = (2 * run + b) * 8
             write_part(
                 out, f"part-{start:08d}-r{run}.parquet", rows(start, start + 8, f"t{run:03d}")
             )
         compact_index(str(out))
-        assert len(parts(out)) < SMALL_PARTS_MAX + 2, parts(out)
+        assert len(parts(out)) == SMALL_PARTS_KEPT, parts(out)
     index = read_index(str(out))
-    assert len(index) == 2 * SMALL_PARTS_MAX * 16
+    assert len(index) == RUNS * 16
     assert index["ordinal"].tolist() == list(range(len(index)))  # every row once, in order
     assert any(name.startswith("compact-") for name in parts(out))
     kept = index.set_index("ordinal")
@@ -84,7 +89,10 @@ def test_a_crash_in_a_merge_leaves_one_row_each_and_the_next_compaction_cleans(
     assert len(pd.concat([storage.read_parquet(str(out / "index" / p)) for p in parts(out)])) == 32
 
 
-def test_a_redone_input_supersedes_its_row_in_a_merged_part(tmp_path: Path) -> None:
+def test_a_redone_input_supersedes_its_row_in_a_merged_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(archive_index, "PART_ROWS", 30)  # the merged part is a full one
     out = tmp_path / "out"
     write_part(out, "compact-00000000-x.parquet", rows(0, 40, "t1"))
     write_part(out, "part-00000008-redo.parquet", rows(8, 9, "t2"))
@@ -93,6 +101,7 @@ def test_a_redone_input_supersedes_its_row_in_a_merged_part(tmp_path: Path) -> N
     assert index.set_index("ordinal").loc[8, "colorized_at"] == "t2"
     old = storage.read_parquet(str(out / "index" / "compact-00000000-x.parquet"))
     assert len(old) == 39 and 8 not in set(old["ordinal"])  # rewritten without the old row
+    assert parts(out) == ["compact-00000000-x.parquet", "part-00000008-redo.parquet"]
 
 
 def test_planning_reads_only_its_columns(tmp_path: Path) -> None:
