@@ -411,16 +411,32 @@ def _run_here(api, params: dict, images: int, scheduler, workers) -> dict:
 
 def _reporting_to(api, run):
     """``run()``, with a Prefect server that went away for longer than the client's retries
-    turned into one line: the batches already written stay, and a rerun resumes."""
+    turned into one line (exit 1, no traceback in the run's log): the batches already
+    written stay, and a rerun resumes."""
     import httpx
 
+    flow_log = logging.getLogger("prefect.flow_runs")
+    flow_log.addFilter(_no_traceback_for_lost_server)
     try:
         return run()
     except httpx.TransportError as exc:
-        raise KoalaError(
+        _fail(
             f"lost the Prefect server at {api.url} during the run ({type(exc).__name__}); "
-            "the batches done are kept: rerun to resume"
-        ) from exc
+            "the batches done are kept: rerun to resume",
+            1,
+        )
+    finally:
+        flow_log.removeFilter(_no_traceback_for_lost_server)
+
+
+def _no_traceback_for_lost_server(record: logging.LogRecord) -> bool:
+    """Log filter: a flow run's record of a lost connection to its server keeps its one
+    line and drops the traceback (the command's own last line says what happened)."""
+    import httpx
+
+    if record.exc_info and isinstance(record.exc_info[1], httpx.TransportError):
+        record.exc_info, record.exc_text = None, None
+    return True
 
 
 def _colorize_runner(images: int, scheduler, workers, stack_dask, cfg: ColorizeConfig):
