@@ -23,6 +23,7 @@ import posixpath
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -127,21 +128,38 @@ def _read_all(output: str, columns: list[str]) -> pd.DataFrame:
     parts = storage.list_files(index_dir(output), "*.parquet")
     if not parts:
         return empty_index(columns).assign(_part=pd.Series(dtype="object"), _row=0)
-    fs, _ = storage.get_fs(parts[0])
-    paths = {fs._strip_protocol(p): p for p in parts}
     try:
-        table = ds.dataset(list(paths), filesystem=fs, format="parquet", schema=INDEX_SCHEMA)
-        read = table.to_table(columns=[*columns, "__filename"])
-        frame = read.to_pandas(self_destruct=True, split_blocks=True)  # frees as it converts
-        del read
-        frame = frame.rename(columns={"__filename": "_part"})
-        frame["_part"] = frame["_part"].map(paths).astype("category")
+        frame = _read_dataset(parts, columns)
     except Exception:
         frame = _read_parts(parts, columns)
+        frame["_row"] = frame.groupby("_part", observed=True).cumcount()
     frame = frame.astype({c: INDEX_DTYPES[c] for c in columns}, copy=False)
-    frame["_row"] = frame.groupby("_part", observed=True).cumcount()
     if "saturation" in frame:
         frame["saturation"] = frame["saturation"].fillna(LEGACY_SATURATION)
+    return frame
+
+
+def _read_dataset(parts: list[str], columns: list[str]) -> pd.DataFrame:
+    """The parts as one dataset, converted to pandas batch by batch (Arrow holds one batch
+    at a time, not the whole index), with each row's part and position in it."""
+    fs, _ = storage.get_fs(parts[0])
+    paths = {fs._strip_protocol(p): p for p in parts}
+    dataset = ds.dataset(list(paths), filesystem=fs, format="parquet", schema=INDEX_SCHEMA)
+    frames, codes, rows = [], [], []
+    for code, fragment in enumerate(dataset.get_fragments()):
+        start = 0
+        for batch in fragment.to_batches(columns=columns, schema=INDEX_SCHEMA):
+            frames.append(batch.to_pandas(split_blocks=True))
+            codes.append(np.full(batch.num_rows, code, dtype=np.int32))
+            rows.append(np.arange(start, start + batch.num_rows))
+            start += batch.num_rows
+    if not frames:
+        return empty_index(columns).assign(_part=pd.Series(dtype="object"), _row=0)
+    frame = pd.concat(frames, ignore_index=True, copy=False)
+    del frames
+    names = [paths[f.path] for f in dataset.get_fragments()]
+    frame["_part"] = pd.Categorical.from_codes(np.concatenate(codes), categories=names)
+    frame["_row"] = np.concatenate(rows)
     return frame
 
 
@@ -170,8 +188,11 @@ def _latest(frame: pd.DataFrame, stale: pd.Index, columns: list[str]) -> pd.Data
     """The rows not ``stale``, in collection order, without the bookkeeping columns."""
     if frame.empty:
         return empty_index(columns)
-    latest = frame.drop(index=stale)[columns].sort_values("ordinal", kind="stable")
-    return latest.reset_index(drop=True)
+    latest = (frame.drop(index=stale) if len(stale) else frame)[columns]  # one copy
+    if not latest["ordinal"].is_monotonic_increasing:
+        latest = latest.sort_values("ordinal", kind="stable")
+    latest.index = pd.RangeIndex(len(latest))
+    return latest
 
 
 def _stale(frame: pd.DataFrame) -> pd.Index:
@@ -315,7 +336,8 @@ def plan_names(
     its earlier row of this ``result`` (model, version, saturation) gave it; a name owned by
     another input or result gets a distinct ``-xxxxxxxx`` suffix (a hash of the owner, so it
     is stable)."""
-    named = index[index["output_uri"].notna()]
+    owner_columns = ["input_uri", "output_uri", "model", "model_version", "saturation"]
+    named = index.loc[index["output_uri"].notna(), owner_columns]
     stems = [_stem(out, images) for out in named["output_uri"].to_numpy()]
     uris = named["input_uri"].to_numpy()
     same = (

@@ -148,10 +148,13 @@ def output_names(refs: list[InputRef], saturation: float = 1.0) -> dict[str, str
     return {k: f"{n}-{k[:8]}" if seen[n] > 1 else n for k, n in names.items()}
 
 
-def result_rows(index: pd.DataFrame, card: dict, saturation: float) -> pd.DataFrame:
-    """The index rows of one result: made with the card's model version at ``saturation``."""
+def result_rows(
+    index: pd.DataFrame, card: dict, saturation: float, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """The index rows of one result (``columns`` of them, default all): made with the card's
+    model version at ``saturation``."""
     same = (index["model"] == card["name"]) & (index["model_version"] == card["version"])
-    return index[same & (index["saturation"] == float(saturation))]
+    return index.loc[same & (index["saturation"] == float(saturation)), columns or index.columns]
 
 
 def run_rows(
@@ -201,7 +204,8 @@ def plan_batches(
     Blocks do not depend on what is done, so a batch redone after a crash has the same part
     name as the one a lingering worker of the killed run may still write: one replaces the
     other and no row is duplicated."""
-    mine = result_rows(index, card, cfg.saturation)
+    done = ["input_uri", "status", "reason", "input_stamp", "colorized_at"]
+    mine = result_rows(index, card, cfg.saturation, done)
     uris = [ref.uri for ref in refs]
     rows = mine.drop_duplicates("input_uri", keep="last").set_index("input_uri").reindex(uris)
     stamps = pd.Series([ref.stamp for ref in refs], index=rows.index, dtype=object)
