@@ -108,14 +108,17 @@ def tint_residual(lab: np.ndarray, where: np.ndarray | None = None) -> np.ndarra
     width = int(256 / TINT_STEP)
     half = ((counts + 1) // 2)[:, None]
     at = np.minimum((light * 4.0).astype(np.int32), 400)  # each pixel's L* to 0.25
-    res = []
-    for chan in (a, b):
+    res = np.empty((light.size, 2), np.float32)
+    for k, chan in enumerate((a, b)):
         level = np.clip(((chan[keep] + 128.0) * (1 / TINT_STEP)).astype(np.int32), 0, width - 1)
-        hist = np.bincount(lbin * width + level, minlength=LIGHT_BINS * width)
-        median = np.argmax(np.cumsum(hist.reshape(LIGHT_BINS, width), axis=1) >= half, axis=1)
-        tint = (median[present] + 0.5) * TINT_STEP - 128.0
-        res.append(chan - np.interp(_QUARTERS, centre, tint).astype(np.float32)[at])
-    return np.stack(res, axis=-1).reshape(*lab.shape[:2], 2).astype(np.float32)
+        low = int(level.min())  # the histogram spans only the levels present
+        span = int(level.max()) - low + 1
+        hist = np.bincount(lbin * span + (level - low), minlength=LIGHT_BINS * span)
+        rank = np.cumsum(hist.reshape(LIGHT_BINS, span), axis=1) >= half
+        tint = (np.argmax(rank, axis=1)[present] + low + 0.5) * TINT_STEP - 128.0
+        table = np.interp(_QUARTERS, centre, tint).astype(np.float32)
+        np.subtract(chan, table[at], out=res[:, k])
+    return res.reshape(*lab.shape[:2], 2)
 
 
 def measure(rgb: Image.Image) -> Measures:
@@ -159,19 +162,24 @@ def judge_view(m: Measures, side: int = JUDGE_SIDE) -> np.ndarray:
     """The colour judge's view: (5, side, side) float32 of L*, a*, b* and the residual, scaled
     to about unit range, of the picture's bounding box (surround pixels inside it carry the
     tint of their lightness: no evidence either way)."""
-    ys, xs = np.nonzero(m.picture)
-    box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
-    lab, res, pic = m.lab[box].copy(), m.residual[box].copy(), m.picture[box]
-    lab[..., 1:][~pic] -= res[~pic]  # a*b* of the surround -> the tint of its lightness
-    res[~pic] = 0.0
-    chans = np.concatenate([lab[..., :1] / 50.0 - 1.0, lab[..., 1:] / 40.0, res / 20.0], -1)
-    chans = chans.astype(np.float32)
-    parts = [  # OpenCV resizes up to 4 channels at a time
-        cv2.resize(chans[..., k : k + 3], (side, side), interpolation=cv2.INTER_AREA)
-        for k in (0, 3)
-    ]
-    view = np.concatenate([p.reshape(side, side, -1) for p in parts], -1)
-    return np.ascontiguousarray(view.transpose(2, 0, 1))
+    x, y, w, h = cv2.boundingRect(m.picture.view(np.uint8))
+    box = (slice(y, y + h), slice(x, x + w))
+    lab, res, ab = m.lab[box], m.residual[box], m.lab[box][..., 1:]
+    colour = np.empty((h, w, 3), np.float32)  # L* / 50 - 1, a*b* / 40
+    np.divide(lab[..., 0], 50.0, out=colour[..., 0])
+    colour[..., 0] -= 1.0
+    away = np.divide(res, 20.0, dtype=np.float32)  # the residual / 20
+    surround = ~m.picture[box][..., None]
+    if surround.any():  # its a*b* -> the tint of its lightness, its residual -> 0
+        ab = np.subtract(ab, res, where=surround, out=ab.copy())
+        np.copyto(away, 0.0, where=surround)
+    np.divide(ab, 40.0, out=colour[..., 1:])
+    view = np.empty((5, side, side), np.float32)
+    for channels, planes in ((colour, view[:3]), (away, view[3:])):  # OpenCV: <= 4 at a time
+        planes[:] = cv2.resize(channels, (side, side), interpolation=cv2.INTER_AREA).transpose(
+            2, 0, 1
+        )
+    return view
 
 
 def colour_evidence(rgb: Image.Image, limits: ImageLimits = DEFAULT_LIMITS) -> ColourEvidence:
