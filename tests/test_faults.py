@@ -268,6 +268,26 @@ def start_server(home: Path, port: int) -> subprocess.Popen:
     raise AssertionError("the Prefect server did not start")
 
 
+def wait_for_a_part(out: Path) -> None:
+    """Until the run writing ``out`` has finished its first batch (its first index part)."""
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "index").glob("*.parquet")):
+        time.sleep(0.1)
+
+
+def ends_as_a_clean_run(
+    out: Path, folder: Path, registry: str, prefect_server: str, inputs: int
+) -> None:
+    """``out`` holds one row per input and the same bytes as a fault-free run of ``folder``,
+    and no temporary file."""
+    clean = out.parent / "clean"
+    done = run_koala(cli(clean, folder, registry, "--workers", "1"), cli_env(prefect_server))
+    assert done.returncode == 0, done.stderr[-3000:]
+    one_row_each(str(out), inputs)
+    assert outputs(str(out)) == outputs(str(clean))
+    assert not list(out.rglob(".*.tmp-*"))
+
+
 def test_a_run_outlives_a_prefect_server_restart(
     tmp_path: Path, registry: str, prefect_server: str
 ) -> None:
@@ -281,9 +301,7 @@ def test_a_run_outlives_a_prefect_server_restart(
     args = cli(out, folder, registry, "--batch-size", "2", "--workers", "1")
     try:
         run = start_koala(args, env)
-        deadline = time.time() + 120
-        while time.time() < deadline and not list((out / "index").glob("*.parquet")):
-            time.sleep(0.1)
+        wait_for_a_part(out)
         terminate(server.pid)
         time.sleep(3)
         assert run.poll() is None, "the run ended before the server came back"
@@ -292,12 +310,7 @@ def test_a_run_outlives_a_prefect_server_restart(
     finally:
         terminate(server.pid)
     assert run.returncode == 0, stderr[-3000:]
-    clean = tmp_path / "clean"
-    done = run_koala(cli(clean, folder, registry, "--workers", "1"), cli_env(prefect_server))
-    assert done.returncode == 0, done.stderr[-3000:]
-    one_row_each(str(out), 16)
-    assert outputs(str(out)) == outputs(str(clean))
-    assert not list(out.rglob(".*.tmp-*"))
+    ends_as_a_clean_run(out, folder, registry, prefect_server, 16)
 
 
 def test_a_run_whose_prefect_server_stays_away_stops_in_one_line_and_resumes(
@@ -312,9 +325,7 @@ def test_a_run_whose_prefect_server_stays_away_stops_in_one_line_and_resumes(
     env = cli_env(f"http://127.0.0.1:{port}/api") | {"PREFECT_CLIENT_MAX_RETRIES": "1"}
     try:
         run = start_koala(cli(out, folder, registry, "--batch-size", "2", "--workers", "1"), env)
-        deadline = time.time() + 120
-        while time.time() < deadline and not list((out / "index").glob("*.parquet")):
-            time.sleep(0.1)
+        wait_for_a_part(out)
     finally:
         terminate(server.pid)
     stderr = run.communicate(timeout=300)[1]
@@ -326,9 +337,4 @@ def test_a_run_whose_prefect_server_stays_away_stops_in_one_line_and_resumes(
     assert len(kept) and set(kept["status"]) == {"ok"}  # the batches done (maybe all)
     rerun = run_koala(cli(out, folder, registry, "--workers", "1"), cli_env(prefect_server))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    clean = tmp_path / "clean"
-    done = run_koala(cli(clean, folder, registry, "--workers", "1"), cli_env(prefect_server))
-    assert done.returncode == 0, done.stderr[-3000:]
-    one_row_each(str(out), 16)
-    assert outputs(str(out)) == outputs(str(clean))
-    assert not list(out.rglob(".*.tmp-*"))
+    ends_as_a_clean_run(out, folder, registry, prefect_server, 16)
