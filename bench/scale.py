@@ -7,9 +7,9 @@ gives them), plans the rerun exactly as ``koala colorize`` does (``plan_listed``
 to do (``rerun_s``: listing, plan, summary); then it writes the contact sheet of all the rows
 from the whole index, as the flow does at a run's end. It reports each step's seconds and its
 own peak RSS after the listing, the plan and all. A second part makes 50 small runs into one
-output (two index parts each,
-as two batches of 8 write them, with the flow's compaction at each run's start and end) and
-times reading the index after the first run and after the fiftieth.
+output (two index parts each, as two batches of 8 write them, with the flow's compaction at
+each run's start and end) and times reading the index after the first run and after the
+fiftieth, against the same rows uncompacted (a part per batch) and written at once (one part).
 
     .venv/bin/python bench/scale.py [--sizes 10000 100000 1000000] [--repeats 3] [--runs 50]
 
@@ -181,8 +181,9 @@ def scale(sizes: list[int], repeats: int, work: Path) -> dict:
 
 
 def small_runs(runs: int, work: Path, reads: int = 5) -> dict:
-    """``runs`` runs of 16 new scans each (two parts of 8, compaction at start and end)."""
-    from tasks.archive_index import compact_index, read_index
+    """``runs`` runs of 16 new scans each (two parts of 8, compaction at start and end): the
+    index read after the first and the last, and the same rows uncompacted and in one part."""
+    from tasks.archive_index import compact_index
 
     output = str(work / "small-runs")
     after: dict[int, dict] = {}
@@ -195,14 +196,30 @@ def small_runs(runs: int, work: Path, reads: int = 5) -> dict:
             storage.write_parquet(part, frame, INDEX_SCHEMA)
         compact_index(output)
         if r + 1 in (1, runs):
-            times = []
-            for _ in range(reads):
-                t = time.perf_counter()
-                rows = len(read_index(output))
-                times.append(time.perf_counter() - t)
-            parts = len(storage.list_files(index_dir(output), "*.parquet"))
-            after[r + 1] = {"read_s": spread(times), "rows": rows, "parts": parts}
+            after[r + 1] = timed_read(output, reads)
+    # the same rows without compaction (a part per batch), and written at once (one part)
+    loose, whole = str(work / "small-runs-loose"), str(work / "small-runs-whole")
+    for start in range(0, 16 * runs, 8):
+        part = storage.join(index_dir(loose), f"part-{start:08d}.parquet")
+        storage.write_parquet(part, index_rows(start, start + 8, loose, "t"), INDEX_SCHEMA)
+    part = storage.join(index_dir(whole), "part-00000000.parquet")
+    storage.write_parquet(part, index_rows(0, 16 * runs, whole, "t"), INDEX_SCHEMA)
+    after["uncompacted"] = timed_read(loose, reads)
+    after["written_at_once"] = timed_read(whole, reads)
     return after
+
+
+def timed_read(output: str, reads: int) -> dict:
+    """Seconds to read the index of ``output`` (``reads`` times), its rows and parts."""
+    from tasks.archive_index import read_index
+
+    times = []
+    for _ in range(reads):
+        t = time.perf_counter()
+        rows = len(read_index(output))
+        times.append(time.perf_counter() - t)
+    parts = len(storage.list_files(index_dir(output), "*.parquet"))
+    return {"read_s": spread(times), "rows": rows, "parts": parts}
 
 
 def main() -> None:
