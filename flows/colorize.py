@@ -71,20 +71,22 @@ def colorize_archive(
     cfg = pick(ColorizeConfig, locals(), registry=resolve_registry(registry))
     refs, plan, card, index = prepare_run(input, cfg)  # holds the output's lease
     try:
-        return _colorize(input, cfg, refs, plan, card, index)
+        # every worker uses this version, whatever is promoted meanwhile
+        cfg = replace(cfg, model=f"{card['name']}@{card['version']}")
+        todo = plan_batches(refs, plan, index, card, cfg)
+        del index  # the planning columns: the run's end reads the index whole again
+        return _colorize(input, cfg, refs, plan, card, todo)
     finally:
         lease.release(output)
 
 
 def _colorize(
-    input: str, cfg: ColorizeConfig, refs: list, plan: RunPlan, card: dict, index
+    input: str, cfg: ColorizeConfig, refs: list, plan: RunPlan, card: dict, todo: list
 ) -> dict:
-    """The run once planned: the batches on the task runner, then the index compacted, the
-    contact sheet and the summary."""
+    """The run once planned: the batches ``todo`` on the task runner, then the index
+    compacted, the contact sheet and the summary."""
     output, log = cfg.output, get_run_logger()
-    spec = f"{card['name']}@{card['version']}"
-    cfg = replace(cfg, model=spec)  # every worker uses this version, whatever is promoted
-    todo = plan_batches(refs, plan, index, card, cfg)
+    spec = cfg.model
     n_todo = sum(len(b) for b in todo)
     log.info(
         "%d input(s) to colorize with %s (%d need no work) -> %s",

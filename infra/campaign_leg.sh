@@ -9,7 +9,9 @@
 # The first leg starts fresh (there is no checkpoint yet), or from INIT_FROM (a registered
 # name@version) when set; every later one resumes exactly. ADVERSARIAL_WEIGHT sets the
 # adversarial term (0 since leg 5, which showed that 0.1 costs accuracy and brings wrong hues);
-# CURVE and RESTART say where the scored point and the bf16 restart point go;
+# CURVE and RESTART say where the scored point and the bf16 restart point go; T is the dataset
+# whose test split is scored as "mix" (default D: set it when D is a union of datasets,
+# infra/dataset_union.sh, so that the score stays comparable); LR the peak learning rate;
 # CPUS (a taskset list, e.g. 0) pins the leg to those cores, so two variants can run side by
 # side on equal shares of the machine.
 # SIGINT/SIGTERM checkpoint at once and skip the scoring: run it again with LEG_MINUTES=0.01
@@ -18,6 +20,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${D:-/tmp/data/mix}
 B=${B:-/tmp/data/bsds}
+T=${T:-$D}
+LR=${LR:-0.001}
 CK=${CK:-$HOME/koala-campaign}
 LEG_MINUTES=${LEG_MINUTES:-80}
 EVAL_LIMIT=${EVAL_LIMIT:-200}
@@ -32,7 +36,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false
 mkdir -p "$CK"
 out=$("${pin[@]}" .venv/bin/koala train --data "$D" --models chroma_unet --resume \
     --checkpoint-dir "$CK" "${init[@]}" --total-samples 1000000 --epoch-samples 40000 \
-    --leg-minutes "$LEG_MINUTES" --patience 100 --batch-size 16 --resolution 128 \
+    --leg-minutes "$LEG_MINUTES" --lr "$LR" --patience 100 --batch-size 16 --resolution 128 \
     --set decoder=lite --set adversarial_weight="$ADVERSARIAL_WEIGHT" --set finetune_after=1 |
     tee /dev/stderr)
 spec=$(grep -oE 'chroma_unet@[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}' <<<"$out" | tail -1 || true)
@@ -40,6 +44,6 @@ if [ -z "$spec" ]; then
     echo "no epoch finished in this leg: nothing to score" >&2
     exit 0
 fi
-"${pin[@]}" .venv/bin/koala models record-leg "$spec" --data "$D" --eval "mix=$D:test" --eval "bsds=$B:val" \
+"${pin[@]}" .venv/bin/koala models record-leg "$spec" --data "$D" --eval "mix=$T:test" --eval "bsds=$B:val" \
     --limit "$EVAL_LIMIT" --reports "$CK/reports/${spec#*@}" \
     --curve "$CURVE" --restart "$RESTART"
