@@ -4,12 +4,13 @@ holding a row for every one of them, as a finished run leaves it; no image files
 For each size, a fresh process lists the inputs (synthetic ``InputRef`` s, as a folder listing
 gives them), plans the rerun exactly as ``koala colorize`` does (``plan_listed`` then
 ``plan_batches``: compaction, names, what is done) and sums up as it does when there is nothing
-to do (``rerun_s``: listing, plan, summary); then it writes the contact sheet of all the rows
-from the whole index, as the flow does at a run's end. It reports each step's seconds and its
-own peak RSS after the listing, the plan and all. A second part makes 50 small runs into one
-output (two index parts each, as two batches of 8 write them, with the flow's compaction at
-each run's start and end) and times reading the index after the first run and after the
-fiftieth, against the same rows uncompacted (a part per batch) and written at once (one part).
+to do (``rerun_s``: the listing, the plan, and the run's end as the flow makes it: the index
+compacted and read whole, the contact sheet of all the rows, the summary). It reports each
+step's seconds and its own peak RSS after the listing, the plan and all. A second part makes
+50 small runs into one output (two index parts each, as two batches of 8 write them, with the
+flow's compaction at each run's start and end) and times reading the index after the first
+run and after the fiftieth, against the same rows uncompacted (a part per batch) and written
+at once (one part).
 
     .venv/bin/python bench/scale.py [--sizes 10000 100000 1000000] [--repeats 3] [--runs 50]
 
@@ -112,21 +113,19 @@ def peak_mb() -> float:
 
 
 def plan_once(n: int, output: str) -> dict:
-    """One rerun with nothing to do, timed step by step (run in a fresh process)."""
+    """One rerun with nothing to do, timed step by step (run in a fresh process), as
+    ``colorize-archive`` makes it: the listing, the plan, then the run's end (the index
+    compacted and read whole, the contact sheet of all the run's rows, the summary)."""
+    from dataclasses import replace
+
     from models.cards import find_card
-    from tasks.archive_index import read_index
-    from tasks.colorize_plan import (
-        plan_batches,
-        plan_listed,
-        resolve_registry,
-        run_rows,
-        run_summary,
-    )
+    from tasks.colorize_plan import plan_batches, plan_listed, resolve_registry
     from tasks.config import ColorizeConfig
-    from tasks.contact_sheet import write_contact_sheet
+    from tasks.run_end import finish_run
 
     cfg = ColorizeConfig(model=MODEL, output=output, registry=resolve_registry(None))
     card = find_card(cfg.registry, f"{MODEL}@{VERSION}")
+    cfg = replace(cfg, model=f"{MODEL}@{VERSION}")
     times = {}
     t0 = time.perf_counter()
     refs = listing(n)
@@ -138,16 +137,13 @@ def plan_once(n: int, output: str) -> dict:
     times["plan_s"] = time.perf_counter() - t
     times["plan_peak_mb"] = peak_mb()
     assert not todo, f"{sum(map(len, todo))} inputs planned: the index should hold them all"
+    del index  # as the flow does before the run's end
     t = time.perf_counter()
-    run_summary(output, f"{MODEL}@{VERSION}", run_rows(index, refs, card, cfg.saturation), "", 0)
-    times["summary_s"] = time.perf_counter() - t
+    summary = finish_run(cfg, refs, card, SOURCE, 0)
+    times["end_s"] = time.perf_counter() - t
     times["rerun_s"] = time.perf_counter() - t0  # what `koala colorize` does with nothing to do
-    del index
-    t = time.perf_counter()  # what the flow does at a run's end: the contact sheet
-    mine = run_rows(read_index(output), refs, card, cfg.saturation)
-    write_contact_sheet(output, mine, f"{MODEL}@{VERSION}", collection=SOURCE)
-    times["contact_sheet_s"] = time.perf_counter() - t
     times["peak_mb"] = peak_mb()
+    assert summary["inputs"] == n, f"the summary counts {summary['inputs']} inputs, not {n}"
     return times
 
 

@@ -13,21 +13,19 @@ from flows.artifacts import publish_colorize
 from flows.progress import track
 from flows.stages import stage
 from infra.runners import DeferredRunner, dask_runner
-from koala import lease, storage
+from koala import lease
 from koala.params import pick
 from models.config import FLAGSHIP
-from tasks.archive_index import RunPlan, compact_index, outcome_line
+from tasks.archive_index import RunPlan, outcome_line
 from tasks.colorize import (
     colorize_blocks,
     group_batches,
     plan_batches,
     prepare_run,
     resolve_registry,
-    run_rows,
-    run_summary,
 )
 from tasks.config import ColorizeConfig
-from tasks.contact_sheet import sheet_settings, write_contact_sheet
+from tasks.run_end import finish_run
 
 colorize_task = stage(colorize_blocks, "colorize-batches", retries=1)
 
@@ -85,15 +83,14 @@ def _colorize(
 ) -> dict:
     """The run once planned: the batches ``todo`` on the task runner, then the index
     compacted, the contact sheet and the summary."""
-    output, log = cfg.output, get_run_logger()
-    spec = cfg.model
+    log = get_run_logger()
     n_todo = sum(len(b) for b in todo)
     log.info(
         "%d input(s) to colorize with %s (%d need no work) -> %s",
         n_todo,
-        spec,
+        cfg.model,
         len(refs) - n_todo,
-        output,
+        cfg.output,
     )
     futures = [
         colorize_task.submit(group, _subplan(plan, group), cfg) for group in group_batches(todo)
@@ -102,11 +99,9 @@ def _colorize(
     errors = [r["error"] for r in results if r.get("error")]
     if errors:
         return Failed(message=f"{errors[0]}; the batches done are kept, rerun to resume")
-    index = compact_index(output)
-    storage.remove_stale_temporaries(output)  # of a worker killed as it wrote
-    mine = run_rows(index, refs, card, cfg.saturation)
-    sheet = write_contact_sheet(output, mine, spec, collection=input, settings=sheet_settings(cfg))
-    result = run_summary(output, spec, mine, sheet, n_todo)
-    log.info("%s; contact sheet %s", outcome_line(result["counts"], n_todo), sheet)
+    result = finish_run(cfg, refs, card, input, n_todo)
+    log.info(
+        "%s; contact sheet %s", outcome_line(result["counts"], n_todo), result["contact_sheet"]
+    )
     publish_colorize(result)
     return result
