@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Literal
 
@@ -33,6 +34,13 @@ class KoalaSettings(BaseSettings):
     )
     device: Literal[DEVICES] = Field("auto", description="Torch device for models.")
     http_concurrency: int = Field(16, ge=1, description="Parallel downloads per ingest task.")
+    ingest_processes: int = Field(
+        default_factory=lambda: min(os.cpu_count() or 1, 8),
+        ge=0,
+        description="Processes that run ingest's per-image checks (decode, colour judge, "
+        "hashes), shared by its tasks, so that the checks use every core; 0 runs them in "
+        "the tasks' threads (so do Dask workers, whose processes may not have children).",
+    )
     http_timeout_s: float = Field(20.0, gt=0, description="Connect/read timeout per request.")
     http_retries: int = Field(3, ge=1, description="Attempts per URL for transient errors.")
     http_deadline_s: float = Field(

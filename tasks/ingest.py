@@ -11,11 +11,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import multiprocessing
 import tarfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 from typing import TypeVar
 
@@ -162,6 +165,91 @@ def process_input(
     return rec, jpg, meta
 
 
+_POOL: ProcessPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+#: attempts at an input's checks in processes (a process that dies takes the inputs it held
+#: with it: they are tried again in a fresh pool) before it is a rejected row
+CHECK_ATTEMPTS = 2
+
+
+def checks_pool() -> ProcessPoolExecutor | None:
+    """The processes (``KOALA_INGEST_PROCESSES``) that run the per-image checks for every
+    ingest task of this process, started once; None to run the checks in the task's thread
+    (the setting is 0, or this process may not have children: a Dask worker's is daemonic)."""
+    global _POOL
+    n = get_settings().ingest_processes
+    if n == 0 or multiprocessing.current_process().daemon:
+        return None
+    with _POOL_LOCK:
+        if _POOL is None:  # spawn: forking a process that runs threads can deadlock the child
+            _POOL = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+        return _POOL
+
+
+def _drop_pool(broken: ProcessPoolExecutor) -> None:
+    """Forget a pool whose process died (the next :func:`checks_pool` starts a fresh one)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is broken:
+            _POOL = None
+    broken.shutdown(wait=False, cancel_futures=True)
+
+
+Checked = tuple[dict, bytes | None, bytes | None]
+Job = tuple[ProcessPoolExecutor, Future]
+
+
+def checked_inputs(
+    fetched: Iterable[tuple[InputRef, bytes | Rejected]],
+    limits: ImageLimits = DEFAULT_LIMITS,
+    check: Callable[[InputRef, bytes, ImageLimits], Checked] = process_input,
+) -> Iterator[Checked]:
+    """``check`` (:func:`process_input`) of each fetched input, in order: in
+    :func:`checks_pool`'s processes, a few inputs ahead, or here when there is no pool."""
+    if checks_pool() is None:
+        yield from (check(ref, data, limits) for ref, data in fetched)
+        return
+    pending: deque[tuple[InputRef, bytes | Rejected, Job | None]] = deque()
+    window = 2 * get_settings().ingest_processes
+    for ref, data in fetched:
+        job = None if isinstance(data, Rejected) else _submit(check, ref, data, limits)
+        pending.append((ref, data, job))
+        if len(pending) >= window:
+            yield _result(*pending.popleft(), limits, check)
+    while pending:
+        yield _result(*pending.popleft(), limits, check)
+
+
+def _submit(check: Callable, ref: InputRef, data: bytes, limits: ImageLimits) -> Job:
+    """``check`` of one input on the pool (a fresh one when the pool's process died)."""
+    for _ in range(CHECK_ATTEMPTS):
+        pool = checks_pool()
+        try:
+            return pool, pool.submit(check, ref, data, limits)
+        except BrokenProcessPool:
+            _drop_pool(pool)
+    raise BrokenProcessPool("the processes of ingest's checks keep dying")
+
+
+def _result(
+    ref: InputRef, data: bytes | Rejected, job: Job | None, limits: ImageLimits, check: Callable
+) -> Checked:
+    """The checked input of ``job``, tried again in a fresh pool if its process died; after
+    :data:`CHECK_ATTEMPTS` deaths a rejected row (the input may be what kills it)."""
+    if job is None:  # its fetch failed: nothing to check
+        return process_input(ref, data, limits)
+    for attempt in range(CHECK_ATTEMPTS):
+        pool, future = job
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            _drop_pool(pool)
+            if attempt + 1 < CHECK_ATTEMPTS:
+                job = _submit(check, ref, data, limits)
+    died = Rejected("unexpected_error", "the process that checked it died")
+    return process_input(ref, died, limits)
+
+
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
@@ -198,11 +286,11 @@ def ingest_chunk(
             except Rejected as rej:
                 return ref, rej
 
-        # Threads only fetch (I/O); decoding and checks run here, one image at a time per
-        # task, so memory holds a window of raw bytes, not dozens of decoded images.
+        # Threads only fetch (I/O); the checks run in processes, a few inputs ahead of the
+        # tar, so memory holds a window of raw bytes, not dozens of decoded images.
+        fetched = ordered_map(fetch_one, inputs, s.http_concurrency)
         with storage.atomic_open(tar_url) as f, tarfile.open(fileobj=f, mode="w") as tar:
-            for ref, data in ordered_map(fetch_one, inputs, s.http_concurrency):
-                rec, jpg, meta = process_input(ref, data, limits)
+            for rec, jpg, meta in checked_inputs(fetched, limits):
                 records.append(rec)
                 if jpg is not None:
                     _add_member(tar, f"{rec['key']}.jpg", jpg)
