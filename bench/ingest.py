@@ -6,9 +6,10 @@ Serves a folder of distinct JPEGs over HTTP on 127.0.0.1, then times, on the sam
   * ``img2dataset`` (download and pack into WebDataset, no resize), when it is installed
     (``make bench-ingest`` puts it in ``.venv-bench``; an ``img2dataset`` on PATH also works).
 It also measures Koala's peak memory on 300 and on all images (inputs are streamed, so the two
-should be close). The last line printed is a JSON object with the figures.
+should be close). ``--repeats`` alternated pairs (Koala, then img2dataset) give each figure
+as median, min and max. The last line printed is a JSON object with the figures.
 
-    python bench/ingest.py [--images 6000] [--source ../shared/datasets/bsds500]
+    python bench/ingest.py [--images 6000] [--repeats 3] [--source ../shared/datasets/bsds500]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -87,12 +89,65 @@ def img2dataset_command() -> list[str] | None:
     return [exe] if exe else None
 
 
+def spread(values: list[float]) -> dict:
+    return {
+        "median": round(statistics.median(values), 2),
+        "min": round(min(values), 2),
+        "max": round(max(values), 2),
+    }
+
+
+def run_koala(args, env: dict, tmp: Path, n: int) -> tuple[float, float, float]:
+    """``koala build-dataset`` of the first ``n`` URLs: wall seconds, peak RSS (MB, with its
+    processes), the flow's own seconds."""
+    out = tmp / f"koala-{n}"
+    koala = [sys.executable, "-m", "cli.main", "build-dataset", "--shard-size", "1000"]
+    secs, peak = run_measured(
+        [*koala, "--source", str(args.work / f"urls-{n}.txt"), "--out", str(out)], env
+    )
+    stats = json.loads((out / "stats.json").read_text())
+    print(
+        f"koala build-dataset, {n} URLs: {secs:.1f} s wall ({n / secs:.1f} img/s), "
+        f"{stats['accepted']} accepted, peak RSS {peak:.0f} MB",
+        file=sys.stderr,
+    )
+    return secs, round(peak, 1), stats["seconds"]
+
+
+def run_img2dataset(args, env: dict, tmp: Path) -> float | None:
+    """img2dataset on all the URLs (2 processes, 16 threads, no resize): wall seconds."""
+    cmd = img2dataset_command()
+    if not cmd:
+        return None
+    out = tmp / "img2dataset"
+    options = {
+        "url_list": str(args.work / f"urls-{args.images}.txt"),
+        "input_format": "txt",
+        "output_format": "webdataset",
+        "output_folder": str(out),
+        "resize_mode": "no",
+        "processes_count": "2",
+        "thread_count": "16",
+        "number_sample_per_shard": "1000",
+        "enable_wandb": "False",
+    }
+    secs, peak = run_measured([*cmd, *(x for k, v in options.items() for x in (f"--{k}", v))], env)
+    ok = sum(json.loads(p.read_text())["successes"] for p in out.glob("*_stats.json"))
+    print(
+        f"img2dataset, {args.images} URLs: {secs:.1f} s wall "
+        f"({args.images / secs:.1f} img/s), {ok} downloaded, peak RSS {peak:.0f} MB",
+        file=sys.stderr,
+    )
+    return secs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=6000)
     ap.add_argument("--small", type=int, default=300)
     ap.add_argument("--source", type=Path, default=REPO.parent / "shared/datasets/bsds500")
     ap.add_argument("--work", type=Path, default=REPO / "bench-output" / "ingest")
+    ap.add_argument("--repeats", type=int, default=3, help="alternated Koala/img2dataset pairs")
     args = ap.parse_args()
 
     images = make_images(args.source, args.images, args.work / "images")
@@ -107,64 +162,23 @@ def main() -> None:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_LOGGING_LEVEL="WARNING",
     )
-    result: dict = {"images": args.images}
+    result: dict = {"images": args.images, "repeats": args.repeats}
+    runs: list[dict] = []
     try:
-        koala = [sys.executable, "-m", "cli.main", "build-dataset", "--shard-size", "1000"]
-        peaks = {}
-        for n in (args.small, args.images):
-            out = tmp / f"koala-{n}"
-            secs, peak = run_measured(
-                [*koala, "--source", str(args.work / f"urls-{n}.txt"), "--out", str(out)], env
-            )
-            stats = json.loads((out / "stats.json").read_text())
-            print(
-                f"koala build-dataset, {n} URLs: {secs:.1f} s wall ({n / secs:.1f} img/s), "
-                f"{stats['accepted']} accepted, peak RSS {peak:.0f} MB"
-            )
-            peaks[str(n)] = round(peak, 1)
-        result["koala_img_s"] = round(args.images / secs, 2)
-        result["koala_flow_seconds"] = stats["seconds"]
-        result["peak_rss_mb"] = peaks
-
-        cmd = img2dataset_command()
-        if cmd:
-            out = tmp / "img2dataset"
-            url_list = str(args.work / f"urls-{args.images}.txt")
-            secs, peak = run_measured(
-                [
-                    *cmd,
-                    "--url_list",
-                    url_list,
-                    "--input_format",
-                    "txt",
-                    "--output_format",
-                    "webdataset",
-                    "--output_folder",
-                    str(out),
-                    "--resize_mode",
-                    "no",
-                    "--processes_count",
-                    "2",
-                    "--thread_count",
-                    "16",
-                    "--number_sample_per_shard",
-                    "1000",
-                    "--enable_wandb",
-                    "False",
-                ],
-                env,
-            )
-            ok = sum(json.loads(p.read_text())["successes"] for p in out.glob("*_stats.json"))
-            print(
-                f"img2dataset, {args.images} URLs: {secs:.1f} s wall "
-                f"({args.images / secs:.1f} img/s), {ok} downloaded, peak RSS {peak:.0f} MB"
-            )
-            result["img2dataset_img_s"] = round(args.images / secs, 2)
-            result["ratio"] = round(result["koala_img_s"] / result["img2dataset_img_s"], 3)
-        else:
+        result["peak_rss_mb"] = {str(args.small): run_koala(args, env, tmp, args.small)[1]}
+        for r in range(args.repeats):  # alternated pairs: Koala, then img2dataset
+            koala_s, peak, flow_s = run_koala(args, env, tmp / f"r{r}", args.images)
+            i2d_s = run_img2dataset(args, env, tmp / f"r{r}")
+            runs.append({"koala_s": koala_s, "flow_s": flow_s, "img2dataset_s": i2d_s})
+            result["peak_rss_mb"][str(args.images)] = max(peak, *result["peak_rss_mb"].values())
+        result["koala_img_s"] = spread([args.images / r["koala_s"] for r in runs])
+        result["koala_flow_seconds"] = spread([r["flow_s"] for r in runs])
+        if runs[0]["img2dataset_s"] is None:
             print("img2dataset is not installed (make bench-ingest installs it): no comparison")
-            result["img2dataset_img_s"] = None
-            result["ratio"] = None
+            result["img2dataset_img_s"] = result["ratio"] = None
+        else:
+            result["img2dataset_img_s"] = spread([args.images / r["img2dataset_s"] for r in runs])
+            result["ratio"] = spread([r["img2dataset_s"] / r["koala_s"] for r in runs])
     finally:
         server.terminate()
         httpd.shutdown()
