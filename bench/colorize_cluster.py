@@ -103,7 +103,7 @@ def main() -> None:
                 cmd = [sys.executable, "-m", "cli.main", "colorize", "--input", str(work / "scans")]
                 cmd += ["--output", str(out)]
                 cmd += ["--scheduler", address] if mode == "hand_started_cluster" else []
-                seconds, _ = run_measured(cmd, env)
+                seconds = run_measured(cmd, env).seconds
                 rates[mode].append(args.images / seconds)
                 got = (outputs(out), stable_index(out))
                 reference = reference or got

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import statistics
 import subprocess
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,13 +41,35 @@ def start_prefect_server(home: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("Prefect server did not start")
 
 
-def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB, the process and all its descendants summed, sampled
-    every 50 ms) of a command."""
+class Measured(NamedTuple):
+    """What :func:`run_measured` measured of one command."""
+
+    seconds: float  #: wall clock
+    peak_mb: float  #: peak RSS, the process and all its descendants summed (sampled every 50 ms)
+    cpu_s: float  #: user + system CPU seconds of the process and its (reaped) descendants
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's reaped descendants so far."""
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
+def process_cpu_seconds(proc: subprocess.Popen) -> float:
+    """User + system CPU seconds of a running process and its reaped children (e.g. a server)."""
+    import psutil
+
+    t = psutil.Process(proc.pid).cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def run_measured(cmd: list[str], env: dict[str, str]) -> Measured:
+    """Wall seconds, peak RSS and CPU seconds of a command (see :class:`Measured`)."""
     import tempfile
 
     import psutil
 
+    cpu0 = children_cpu_seconds()
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log)
@@ -63,7 +87,7 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
             log.seek(0)
             tail = log.read()[-3000:].decode(errors="replace")
             raise SystemExit(f"{cmd[0]} failed ({proc.returncode}):\n{tail}")
-    return seconds, peak / 2**20
+    return Measured(seconds, peak / 2**20, children_cpu_seconds() - cpu0)
 
 
 def _children(ps) -> list:
