@@ -3,8 +3,8 @@ benchmark's images, and the throughput those checks alone would allow on every c
 
 It times, image by image, the content hash, the full decode (koala/images.py decode_image),
 the monochrome cascade's steps (koala/monochrome.py: the Lab thumbnail, the picture apart from
-its surround, the tint, the clear-case measures, and the colour judge's CNN on the pictures
-that reach it), the whole judge as ingest calls it (``colour_evidence``; the share each step
+its surround, the tint, the clear-case measures, and the colour judges' CNNs on the pictures
+that reach them), the whole judge as ingest calls it (``colour_evidence``; the share each step
 settles), and the pixel hash: the per-image work of tasks/ingest.py process_input, without
 fetching, staging, shards, index or Prefect. Compare `ceiling_img_s` with img2dataset's rate
 from bench/ingest.py: Koala cannot beat img2dataset while this ceiling is below it.
@@ -38,7 +38,7 @@ def one_pass(datas: list[bytes]) -> tuple[dict[str, float], dict[str, int], list
     images each step of the cascade settled, and each image's whole-judge milliseconds."""
     from koala import monochrome as mono
     from koala.images import DEFAULT_LIMITS, colour_evidence, decode_image, pixel_sha256
-    from koala.judge_runtime import monochrome_probability
+    from koala.judge_runtime import monochrome_probability, second_opinion
     from koala.surround import picture_mask
 
     spent = dict.fromkeys(STAGES, 0.0)
@@ -63,8 +63,11 @@ def one_pass(datas: list[bytes]) -> tuple[dict[str, float], dict[str, int], list
         judge_ms.append((time.perf_counter() - t0) * 1000)
         settled[ev.stage] = settled.get(ev.stage, 0) + 1
         t0 = time.perf_counter()
-        if ev.stage == "judge":  # the CNN's share: only the ambiguous pictures reach it
-            monochrome_probability(mono.judge_view(m)[None])
+        if ev.stage in ("judge", "second opinion"):  # the CNNs: only ambiguous pictures
+            view = mono.judge_view(m)
+            monochrome_probability(view[None])
+            if ev.stage == "second opinion":  # near the cut: both judges, 8 views
+                second_opinion(view)
         marks.append(marks[-1] + time.perf_counter() - t0)
         t0 = time.perf_counter()
         pixel_sha256(rgb)
@@ -93,6 +96,7 @@ def main() -> None:
     result: dict = {"images": len(datas), "repeats": args.repeats, "cores": cores}
     result["settled_by"] = {k: round(v / len(datas), 4) for k, v in runs[0][1].items()}
     result["judge_ms"] = summary([statistics.median(r[2]) for r in runs], 2)
+    result["judge_ms_mean"] = summary([statistics.mean(r[2]) for r in runs], 2)
     result["judge_ms_p95"] = round(float(np.percentile(runs[0][2], 95)), 2)
     print(f"{'whole judge':>14}: {result['judge_ms']['median']:6.2f} ms per image (median image)")
     totals = [sum(p.values()) for p in passes]

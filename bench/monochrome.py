@@ -508,8 +508,8 @@ def build_set(out: Path, mirror: Path, bsds: Path, rebuild: bool) -> tuple[list[
 
 
 def judge_one(rgb: Image.Image) -> dict:
-    """The shipped decision on one picture, its time on this thread, and what the colour judge
-    (the CNN) alone would say of it."""
+    """The shipped decision on one picture, its time on this thread, and what the first colour
+    judge (the CNN) alone would say of it at the same cut."""
     from koala.judge_runtime import monochrome_probability
     from koala.monochrome import judge_view, measure
 
@@ -655,15 +655,17 @@ def stage_shares(rows: list[dict]) -> dict:
 
 
 def judge_card() -> dict:
-    """The shipped colour judge's recipe (safetensors metadata) and the weights' sha256."""
+    """Each shipped colour judge's recipe (safetensors metadata) and its weights' sha256."""
     from safetensors import safe_open
 
-    from koala.colour_judge import JUDGE_WEIGHTS
+    from koala.colour_judge import JUDGES
 
-    with safe_open(str(JUDGE_WEIGHTS), "pt") as f:
-        meta = json.loads((f.metadata() or {}).get("koala", "{}"))
-    digest = hashlib.sha256(JUDGE_WEIGHTS.read_bytes()).hexdigest()[:16]
-    return {**meta, "sha256": digest}
+    cards = {}
+    for name, (weights, _) in zip(("first", "second"), JUDGES, strict=True):
+        with safe_open(str(weights), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get("koala", "{}"))
+        cards[name] = {**meta, "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()[:16]}
+    return cards
 
 
 def main() -> None:

@@ -1,4 +1,6 @@
-"""Recipe for the shipped colour judge (``koala/colour_judge.safetensors``).
+"""Recipe for the shipped colour judges (``koala/colour_judge.safetensors``, and with
+``--seed0 30000000 --out koala/colour_judge_second.safetensors`` the second judge: the same
+recipe on other pictures).
 
 Training pictures are made on the fly by ``bench/monochrome.py``'s printers (recipe v3), from
 the TUNE half of its sources only (never a held-out collection), plus colour photographs in no
@@ -8,11 +10,13 @@ cast, faded, hand-tinted), half monochrome (toned and aged with stains, foxing, 
 stamps, colour bars, noise, fringing; or the same in a surround: margins, mounts, rounded, torn
 and cracked edges, scanner bed, a target or ruler beside), printed at 480 px and saved as JPEG.
 Each goes through the cascade's own measures (``koala.monochrome.measure``) into the judge's
-96x96 view. Seeds start at 10,000,000 so no training picture is one of the calibration set's.
+96x96 view. Seeds start at 10,000,000 (``--seed0``) so no training picture is one of the
+calibration set's.
 Prints progress, then one JSON line.
 
     python bench/train_colour_judge.py [--pictures 8000] [--epochs 12] [--out PATH] [--pool NPZ]
         [--workers 2] [--mirror /work/.mirror] [--bsds ../shared/datasets/bsds500]
+        [--seed0 N] [--real-seed0 N]
 """
 
 from __future__ import annotations
@@ -39,12 +43,13 @@ from koala.colour_judge import JUDGE_WEIGHTS, ColourJudge, export_onnx, save_jud
 from koala.monochrome import judge_view, measure  # noqa: E402
 
 RECIPE = "colour-judge-v2"
-PRINT_SIDE = 480  #: training prints are made at this long side (the judge looks at 192 px)
+PRINT_SIDE = 480  #: training prints are made at this long side (the judge sees a 96 px view)
 SEED0 = 10_000_000  #: training seeds start here, far from the calibration set's
 _SOURCES: list = []
 _REAL: list = []
 _CACHE: dict = {}
-REAL_SEED = 1_000_000  #: seeds of the real-scan pictures start here (after SEED0)
+REAL_SEED = 1_000_000  #: seeds of the real-scan pictures start here (after REAL_SEED0)
+REAL_SEED0 = SEED0  #: the base of the real-scan pictures' seeds (``--real-seed0``)
 
 
 #: colour photographs that are in no half of the calibration set (people, vehicles, streets)
@@ -92,7 +97,7 @@ def make_real_picture(seed: int) -> tuple[np.ndarray, int]:
     """A training picture made from a real historic scan (label 1 = mono): as it is, or under
     a global or gradual colour cast (scanner white balance, paper discolouration), or toned
     again from its L*; a quarter of them in a surround."""
-    rng = np.random.default_rng(SEED0 + REAL_SEED + seed)
+    rng = np.random.default_rng(REAL_SEED0 + REAL_SEED + seed)
     rgb = _real_scan(rng)
     kind = rng.random()
     if kind < 0.2:
@@ -215,7 +220,14 @@ def main() -> None:
     ap.add_argument("--pool", type=Path, help="keep (or reuse) the made pictures in this .npz")
     ap.add_argument("--mirror", type=Path, default=Path("/work/.mirror"))
     ap.add_argument("--bsds", type=Path, default=REPO.parent / "shared/datasets/bsds500")
+    ap.add_argument(
+        "--seed0", type=int, default=SEED0, help="first seed (another gives other pictures)"
+    )
+    ap.add_argument("--real-seed0", type=int, help="first seed of the real-scan pictures' base")
     args = ap.parse_args()
+    # the picture makers read these (forked workers inherit them)
+    globals()["SEED0"] = args.seed0
+    globals()["REAL_SEED0"] = args.seed0 if args.real_seed0 is None else args.real_seed0
     torch.set_num_threads(2)
     made = [
         _pool(pool, n, args, maker)
@@ -237,7 +249,8 @@ def main() -> None:
         "pictures": args.pictures,
         "real_scan_pictures": args.real_pictures,
         "epochs": args.epochs,
-        "seed0": SEED0,
+        "seed0": args.seed0,
+        "real_seed0": REAL_SEED0,
         "sources": f"tune half of bench/monochrome.py's sources and real scans + {extra}",
         "set_recipe": printers.RECIPE,
     }

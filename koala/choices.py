@@ -34,7 +34,10 @@ class ImageLimits:
     #: a picture is monochrome when the colour judge gives it at least this probability; above
     #: 0.5 because calling a colour photograph monochrome costs more (its colour is replaced)
     #: than leaving a print uncolorized (``--treat-as monochrome`` recovers it)
-    monochrome_probability: float = 0.8
+    monochrome_probability: float = 0.85
+    #: when the first judge's probability is in [low, high), both judges look again at the
+    #: view and its symmetries and their mean decides (docs/monochrome-calibration.md)
+    second_opinion_band: tuple[float, float] = (0.5, 0.98)
     #: the judge's probabilities of "monochrome" in [low, high) are said to be uncertain: the
     #: index flags them (``colour_uncertain``) and the contact sheet shows them first
     uncertain_band: tuple[float, float] = (0.3, 0.95)

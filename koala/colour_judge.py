@@ -7,8 +7,10 @@ its clear cases do not settle: it looks at a 96x96 view of the picture apart fro
 in CIE Lab plus its chroma beyond the lightness-conditional tint (``koala.monochrome.judge_view``)
 and gives the probability that the picture is monochrome.
 
-Its weights ship with Koala (``koala/colour_judge.safetensors``, about 1 MB, never unpickled);
-``bench/train_colour_judge.py`` is the recipe that made them and
+Its weights ship with Koala (``koala/colour_judge.safetensors``, about 1 MB, never unpickled),
+with a second judge's (``colour_judge_second.safetensors``: the same network trained on other
+pictures, asked near the first's cut); ``bench/train_colour_judge.py`` is the recipe that made
+them and
 ``docs/monochrome-calibration.md`` reports how well they do.
 """
 
@@ -25,9 +27,13 @@ from torch import nn
 
 from koala.choices import JUDGE_CHANNELS, JUDGE_SIDE
 from koala.errors import KoalaError
-from koala.judge_runtime import INPUT, JUDGE_ONNX
+from koala.judge_runtime import INPUT, JUDGE_ONNX, SECOND_ONNX
 
 JUDGE_WEIGHTS = Path(__file__).with_name("colour_judge.safetensors")
+#: the second judge (same network, other training pictures), asked near the first's cut
+SECOND_WEIGHTS = Path(__file__).with_name("colour_judge_second.safetensors")
+#: each judge's weights and the ONNX graph inference runs
+JUDGES = ((JUDGE_WEIGHTS, JUDGE_ONNX), (SECOND_WEIGHTS, SECOND_ONNX))
 
 
 def _stage(cin: int, cout: int, stride: int) -> nn.Sequential:

@@ -18,6 +18,8 @@ import numpy as np
 from koala.errors import KoalaError
 
 JUDGE_ONNX = Path(__file__).with_name("colour_judge.onnx")
+#: the second judge, trained on other pictures, asked only when the first is near its cut
+SECOND_ONNX = Path(__file__).with_name("colour_judge_second.onnx")
 INPUT = "views"  #: the graph's input, (B, 5, H, W) float32 (``export_onnx`` names it)
 
 
@@ -44,8 +46,23 @@ def graph_metadata(path: str = str(JUDGE_ONNX)) -> dict:
     return {k: (json.loads(v) if v.startswith("{") else v) for k, v in meta.items()}
 
 
-def monochrome_probability(views: np.ndarray) -> np.ndarray:
-    """P(monochrome) for a batch of judge views (B, 5, H, W) float32."""
+def monochrome_probability(views: np.ndarray, graph: Path = JUDGE_ONNX) -> np.ndarray:
+    """P(monochrome) for a batch of judge views (B, 5, H, W) float32, by the judge ``graph``."""
     views = np.ascontiguousarray(views, dtype=np.float32)
-    (logits,) = judge_session().run(None, {INPUT: views})
+    (logits,) = judge_session(str(graph)).run(None, {INPUT: views})
     return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+
+
+def symmetries(view: np.ndarray) -> np.ndarray:
+    """(4, C, H, W): one square view (C, H, W) as it is, flipped each way and transposed (the
+    judges were trained with flips and quarter turns: their answer should not depend on it)."""
+    return np.stack([view, view[:, :, ::-1], view[:, ::-1, :], view.transpose(0, 2, 1)])
+
+
+def second_opinion(view: np.ndarray) -> float:
+    """P(monochrome) of one view (C, H, W) by both judges, each on the view's four
+    :func:`symmetries`: the mean of the eight probabilities."""
+    views = symmetries(view)
+    return float(
+        np.mean([monochrome_probability(views, g).mean() for g in (JUDGE_ONNX, SECOND_ONNX)])
+    )

@@ -14,8 +14,9 @@ colour photograph alone; ``build-dataset`` keeps only colour photographs for tra
 5. The ambiguous rest goes to the colour judge, a small CNN (``koala.colour_judge``,
    run by ONNX Runtime: ``koala.judge_runtime``) that
    looks at where the off-tint colour is and whether it follows the picture (stains, foxing,
-   stamps, ink, colour bars and cracks do not; faded or hand-tinted colour does). Its
-   probability near the cut is said out loud: ``uncertain``.
+   stamps, ink, colour bars and cracks do not; faded or hand-tinted colour does). Near its
+   cut a second judge, trained on other pictures, looks too, and both look at the view's
+   symmetries: their mean decides. A probability near the cut is said out loud: ``uncertain``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class ColourEvidence:
     detail: str
     #: the judge was unsure: the decision is its best guess, a person should look
     uncertain: bool = False
-    #: which step decided: "one tint", "many hues", "judge" or "small picture"
+    #: which step decided: "one tint", "many hues", "judge", "second opinion" (both judges)
+    #: or "small picture"
     stage: str = ""
 
 
@@ -208,15 +210,21 @@ def colour_evidence(rgb: Image.Image, limits: ImageLimits = DEFAULT_LIMITS) -> C
 
 
 def _ask_judge(m: Measures, share: float, limits: ImageLimits) -> ColourEvidence:
-    from koala.judge_runtime import monochrome_probability  # loads onnxruntime: not at import
+    # loads onnxruntime: not at import
+    from koala.judge_runtime import monochrome_probability, second_opinion
 
-    mono = float(monochrome_probability(judge_view(m)[None])[0])
+    view = judge_view(m)
+    mono = float(monochrome_probability(view[None])[0])
+    second = limits.second_opinion_band[0] <= mono < limits.second_opinion_band[1]
+    if second:  # near the cut: both judges, each on the view's symmetries
+        mono = second_opinion(view)
     low, high = limits.uncertain_band
     uncertain = low <= mono < high
     detail = (
-        f"colour judge: {1.0 - mono:.0%} a colour photograph"
+        f"colour judge{'s' if second else ''}: {1.0 - mono:.0%} a colour photograph"
         f" ({share:.2%} of the picture departs from one tint)"
         + ("; uncertain: check it" if uncertain else "")
     )
     colour = mono < limits.monochrome_probability
-    return ColourEvidence(round(1.0 - mono, 4), colour, detail, uncertain, "judge")
+    stage = "second opinion" if second else "judge"
+    return ColourEvidence(round(1.0 - mono, 4), colour, detail, uncertain, stage)

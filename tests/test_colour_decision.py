@@ -125,18 +125,38 @@ def test_small_pictures_use_the_single_tint_rule() -> None:
     assert not colour_evidence(sepia(colour_photo(8)).convert("RGB")).is_colour
 
 
-def test_the_shipped_graph_is_the_trained_judge() -> None:
-    """Inference runs koala/colour_judge.onnx: it was made from the shipped safetensors (its
+@pytest.mark.parametrize("judge", [0, 1], ids=["first", "second"])
+def test_the_shipped_graphs_are_the_trained_judges(judge: int) -> None:
+    """Inference runs each judge's ONNX graph: it was made from the shipped safetensors (its
     digest) and gives the trained judge's probabilities."""
     import torch
 
-    from koala.colour_judge import load_judge, weights_digest
+    from koala.colour_judge import JUDGES, load_judge, weights_digest
     from koala.judge_runtime import graph_metadata, monochrome_probability
     from koala.monochrome import judge_view, measure
 
-    assert graph_metadata()["weights_sha256"] == weights_digest()
+    weights, graph = JUDGES[judge]
+    assert graph_metadata(str(graph))["weights_sha256"] == weights_digest(weights)
     pictures = [_print(1), _stamp(_print(2)), colour_photo(3, SIZE).convert("RGB")]
     views = np.stack([judge_view(measure(p)) for p in pictures])
     with torch.inference_mode():
-        reference = torch.sigmoid(load_judge()(torch.from_numpy(views))).numpy()
-    np.testing.assert_allclose(monochrome_probability(views), reference, atol=1e-5)
+        reference = torch.sigmoid(load_judge(str(weights))(torch.from_numpy(views))).numpy()
+    np.testing.assert_allclose(monochrome_probability(views, graph), reference, atol=1e-5)
+
+
+def test_second_opinion_near_the_cut() -> None:
+    """In the second-opinion band both judges decide, each on the view's symmetries; outside
+    it the first judge alone (the same picture, the band moved over all or none of it)."""
+    from koala.images import ImageLimits
+    from koala.judge_runtime import monochrome_probability, second_opinion, symmetries
+    from koala.monochrome import judge_view, measure
+
+    stamped = _stamp(_print(4))
+    view = judge_view(measure(stamped))
+    alone = colour_evidence(stamped, ImageLimits(second_opinion_band=(1.0, 1.0)))
+    both = colour_evidence(stamped, ImageLimits(second_opinion_band=(0.0, 1.0)))
+    assert (alone.stage, both.stage) == ("judge", "second opinion")
+    assert alone.detail.startswith("colour judge:") and both.detail.startswith("colour judges:")
+    assert alone.score == pytest.approx(1.0 - monochrome_probability(view[None])[0], abs=1e-4)
+    assert both.score == pytest.approx(1.0 - second_opinion(view), abs=1e-4)
+    assert len({v.tobytes() for v in symmetries(view)}) == 4  # four different views
