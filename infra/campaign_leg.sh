@@ -9,6 +9,7 @@
 # The first leg starts fresh (there is no checkpoint yet), or from INIT_FROM (a registered
 # name@version) when set; every later one resumes exactly. ADVERSARIAL_WEIGHT sets the
 # adversarial term (0 since leg 5, which showed that 0.1 costs accuracy and brings wrong hues);
+# REBALANCE the class rebalancing of the targets (1: none; 0.5: Zhang et al.'s lambda);
 # CURVE and RESTART say where the scored point and the bf16 restart point go; T is the dataset
 # whose test split is scored as "mix" (default D: set it when D is a union of datasets,
 # infra/dataset_union.sh, so that the score stays comparable); LR the peak learning rate;
@@ -26,6 +27,7 @@ CK=${CK:-$HOME/koala-campaign}
 LEG_MINUTES=${LEG_MINUTES:-80}
 EVAL_LIMIT=${EVAL_LIMIT:-200}
 ADVERSARIAL_WEIGHT=${ADVERSARIAL_WEIGHT:-0}
+REBALANCE=${REBALANCE:-1.0}
 CURVE=${CURVE:-docs/campaign/curve.json}
 RESTART=${RESTART:-docs/campaign/restart}
 pin=()
@@ -37,7 +39,8 @@ mkdir -p "$CK"
 out=$("${pin[@]}" .venv/bin/koala train --data "$D" --models chroma_unet --resume \
     --checkpoint-dir "$CK" "${init[@]}" --total-samples 1000000 --epoch-samples 40000 \
     --leg-minutes "$LEG_MINUTES" --lr "$LR" --patience 100 --batch-size 16 --resolution 128 \
-    --set decoder=lite --set adversarial_weight="$ADVERSARIAL_WEIGHT" --set finetune_after=1 |
+    --set decoder=lite --set adversarial_weight="$ADVERSARIAL_WEIGHT" --set finetune_after=1 \
+    --set rebalance="$REBALANCE" |
     tee /dev/stderr)
 spec=$(grep -oE 'chroma_unet@[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}' <<<"$out" | tail -1 || true)
 if [ -z "$spec" ]; then
