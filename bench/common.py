@@ -106,3 +106,35 @@ def summary(values: list[float], digits: int = 3) -> dict[str, float]:
         "min": round(min(values), digits),
         "max": round(max(values), digits),
     }
+
+
+def make_images(source: Path | None, n: int, folder: Path) -> list[Path]:
+    """``n`` distinct JPEGs: crops and flips of the source photos (or scikit-image samples)."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    existing = sorted(folder.glob("*.jpg"))
+    if len(existing) >= n:
+        return existing[:n]
+    if source and source.exists():
+        bases = [Image.open(p).convert("RGB") for p in sorted(source.rglob("*.jpg"))]
+    else:
+        from skimage import data
+
+        names = ("astronaut", "chelsea", "coffee", "rocket", "retina")
+        bases = [Image.fromarray(getattr(data, k)()).convert("RGB") for k in names]
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        img = bases[i % len(bases)]
+        w, h = img.size
+        cw, ch = int(w * rng.uniform(0.8, 1.0)), int(h * rng.uniform(0.8, 1.0))
+        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        variant = img.crop((x, y, x + cw, y + ch))
+        if (i // len(bases)) % 2:
+            variant = variant.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        p = folder / f"img{i:05d}.jpg"
+        variant.save(p, quality=90)
+        out.append(p)
+    return out

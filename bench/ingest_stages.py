@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, summary
-from ingest import make_images
+from common import REPO, make_images, summary
 
 STAGES = ("sha256", "decode", "thumbnail", "surround", "tint", "clear_cases", "judge_cnn", "pixel")
 

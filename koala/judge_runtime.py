@@ -59,10 +59,13 @@ def symmetries(view: np.ndarray) -> np.ndarray:
     return np.stack([view, view[:, :, ::-1], view[:, ::-1, :], view.transpose(0, 2, 1)])
 
 
-def second_opinion(view: np.ndarray) -> float:
+def second_opinion(view: np.ndarray, first: float | None = None) -> float:
     """P(monochrome) of one view (C, H, W) by both judges, each on the view's four
-    :func:`symmetries`: the mean of the eight probabilities."""
+    :func:`symmetries`: the mean of the eight probabilities. ``first``: the first judge's
+    probability of the view as it is, when already known (it is not computed again)."""
     views = symmetries(view)
-    return float(
-        np.mean([monochrome_probability(views, g).mean() for g in (JUDGE_ONNX, SECOND_ONNX)])
-    )
+    if first is None:
+        firsts = monochrome_probability(views)
+    else:  # the view as it is was judged already: only its three symmetries are new
+        firsts = np.append(monochrome_probability(views[1:]), first)
+    return float((firsts.mean() + monochrome_probability(views, SECOND_ONNX).mean()) / 2)

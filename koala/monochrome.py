@@ -217,7 +217,7 @@ def _ask_judge(m: Measures, share: float, limits: ImageLimits) -> ColourEvidence
     mono = float(monochrome_probability(view[None])[0])
     second = limits.second_opinion_band[0] <= mono < limits.second_opinion_band[1]
     if second:  # near the cut: both judges, each on the view's symmetries
-        mono = second_opinion(view)
+        mono = second_opinion(view, mono)
     low, high = limits.uncertain_band
     uncertain = low <= mono < high
     detail = (
