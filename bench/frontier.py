@@ -36,7 +36,9 @@ from models.data import feature_shards, make_loader
 from models.registry import load_model
 
 TEMPERATURES = (1.0, 0.8, 0.6, 0.5, 0.42, 0.35, 0.3, 0.25, 0.2)
-PRIOR_CORRECTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.5)
+#: negative values take colour away: the direction that matters for a model trained with
+#: class rebalancing, whose plain mean is already colourful
+PRIOR_CORRECTIONS = (-1.0, -0.8, -0.6, -0.4, -0.2, 0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.5)
 GAINS = (1.0, 1.15, 1.3, 1.45, 1.6, 1.8, 2.0)
 #: published points for orientation (colourfulness ratio, PSNR gain over gray in dB): ImageNet
 #: val 5k at 256 px, gray 22.7 dB there (measured here), as issue 25 quotes them; another
@@ -128,6 +130,7 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--models", required=True, help="comma-separated NAME[@VERSION]")
     ap.add_argument("--split", default="val")
+    ap.add_argument("--models-from", help="the registry's dataset, where it is not --data")
     ap.add_argument("--limit", type=int, default=256, help="samples (at most)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -144,9 +147,9 @@ def main() -> None:
     device = torch.device("cpu")
     results = {}
     for spec in args.models.split(","):
-        model, card = load_model(args.data, spec)
+        model, card = load_model(args.models_from or args.data, spec)
         results[f"{card['name']}@{card['version'][:15]}"] = sweep(model, spec, batches, device)
-    model, _ = load_model(args.data, args.models.split(",")[0])
+    model, _ = load_model(args.models_from or args.data, args.models.split(",")[0])
     gray = gray_psnr(collect_crops(model, batches, device))
     plot(results, gray, out / "frontier.png")
     summary = {"split": args.split, "samples": n, "gray_psnr": gray, "models": results}

@@ -33,11 +33,16 @@ class KoalaSettings(BaseSettings):
         "process (no Dask cluster) unless a scheduler or --workers is given.",
     )
     device: Literal[DEVICES] = Field("auto", description="Torch device for models.")
-    http_concurrency: int = Field(16, ge=1, description="Parallel downloads per ingest task.")
+    http_concurrency: int = Field(
+        16,
+        ge=1,
+        description="Parallel downloads per ingest process "
+        "(per ingest task where the tasks' threads fetch: KOALA_INGEST_PROCESSES=0 or Dask).",
+    )
     ingest_processes: int = Field(
         default_factory=lambda: min(os.cpu_count() or 1, 8),
         ge=0,
-        description="Processes that run ingest's per-image checks (decode, colour judge, "
+        description="Processes that fetch and check ingest's inputs (decode, colour judge, "
         "hashes), shared by its tasks, so that the checks use every core; 0 runs them in "
         "the tasks' threads (so do Dask workers, whose processes may not have children).",
     )

@@ -22,6 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 from typing import TypeVar
 
+import httpx
 import pandas as pd
 
 from koala import storage
@@ -36,7 +37,7 @@ from koala.images import (
     encode_jpeg,
     pixel_sha256,
 )
-from koala.settings import get_settings
+from koala.settings import KoalaSettings, get_settings
 from koala.sources import InputRef
 
 T = TypeVar("T")
@@ -166,6 +167,7 @@ def process_input(
 
 
 _POOL: ProcessPoolExecutor | None = None
+_POOL_SETTINGS: KoalaSettings | None = None  # the settings its processes were started with
 _POOL_LOCK = threading.Lock()
 #: attempts at an input's checks in processes (a process that dies takes the inputs it held
 #: with it: they are tried again in a fresh pool) before it is a rejected row
@@ -173,16 +175,21 @@ CHECK_ATTEMPTS = 2
 
 
 def checks_pool() -> ProcessPoolExecutor | None:
-    """The processes (``KOALA_INGEST_PROCESSES``) that run the per-image checks for every
-    ingest task of this process, started once; None to run the checks in the task's thread
-    (the setting is 0, or this process may not have children: a Dask worker's is daemonic)."""
-    global _POOL
-    n = get_settings().ingest_processes
-    if n == 0 or multiprocessing.current_process().daemon:
+    """The processes (``KOALA_INGEST_PROCESSES``) that fetch and check the inputs of every
+    ingest task of this process, started once (again when the settings change); None to do
+    it in the task's threads (the setting is 0, or this process may not have children: a Dask
+    worker's is daemonic)."""
+    global _POOL, _POOL_SETTINGS
+    s = get_settings()
+    if s.ingest_processes == 0 or multiprocessing.current_process().daemon:
         return None
     with _POOL_LOCK:
+        if _POOL is not None and s != _POOL_SETTINGS:  # its processes fetch with the old ones
+            _POOL.shutdown(wait=False)
+            _POOL = None
         if _POOL is None:  # spawn: forking a process that runs threads can deadlock the child
-            _POOL = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+            ctx = multiprocessing.get_context("spawn")
+            _POOL, _POOL_SETTINGS = ProcessPoolExecutor(s.ingest_processes, mp_context=ctx), s
         return _POOL
 
 
@@ -196,58 +203,96 @@ def _drop_pool(broken: ProcessPoolExecutor) -> None:
 
 
 Checked = tuple[dict, bytes | None, bytes | None]
+Check = Callable[[InputRef, bytes, ImageLimits], Checked]
 Job = tuple[ProcessPoolExecutor, Future]
+#: inputs per job of the check processes: a process fetches its batch on its own threads and
+#: connection pool and checks each input as it arrives, so raw bytes never cross processes
+BATCH = 16
+_CLIENT: dict[int, httpx.Client] = {}  # this process's HTTP client, by its settings' id
+
+
+def fetch_input(ref: InputRef, client: httpx.Client) -> tuple[InputRef, bytes | Rejected]:
+    """``ref``'s bytes, or the :class:`Rejected` its fetch ended with."""
+    s = get_settings()
+    try:
+        return ref, fetch(ref.uri, client, int(s.max_download_mb * 1024 * 1024), s.http_retries)
+    except Rejected as rej:
+        return ref, rej
+
+
+def _check(check: Check, ref: InputRef, data: bytes | Rejected, limits: ImageLimits) -> Checked:
+    # a failed fetch has nothing to check: its row says why
+    return (
+        process_input(ref, data, limits) if isinstance(data, Rejected) else check(ref, data, limits)
+    )
+
+
+def fetch_and_check(refs: list[InputRef], limits: ImageLimits, check: Check) -> list[Checked]:
+    """In a check process: fetch ``refs`` on this process's threads and keep-alive connection
+    pool (made once per process), and check each input in order as it arrives."""
+    s = get_settings()
+    client = _CLIENT.get(id(s))
+    if client is None:
+        client = _CLIENT[id(s)] = make_client()
+    fetched = ordered_map(lambda r: fetch_input(r, client), refs, s.http_concurrency)
+    return [_check(check, ref, data, limits) for ref, data in fetched]
 
 
 def checked_inputs(
-    fetched: Iterable[tuple[InputRef, bytes | Rejected]],
+    inputs: list[InputRef],
     limits: ImageLimits = DEFAULT_LIMITS,
-    check: Callable[[InputRef, bytes, ImageLimits], Checked] = process_input,
+    check: Check = process_input,
 ) -> Iterator[Checked]:
-    """``check`` (:func:`process_input`) of each fetched input, in order: in
-    :func:`checks_pool`'s processes, a few inputs ahead, or here when there is no pool."""
+    """Each input fetched and checked (:func:`process_input`), in order: in batches on
+    :func:`checks_pool`'s processes, a few batches ahead; or fetched on threads and checked
+    here when there is no pool."""
+    s = get_settings()
     if checks_pool() is None:
-        yield from (check(ref, data, limits) for ref, data in fetched)
+        with make_client() as client:
+            fetched = ordered_map(lambda r: fetch_input(r, client), inputs, s.http_concurrency)
+            yield from (_check(check, ref, data, limits) for ref, data in fetched)
         return
-    pending: deque[tuple[InputRef, bytes | Rejected, Job | None]] = deque()
-    window = 2 * get_settings().ingest_processes
-    for ref, data in fetched:
-        job = None if isinstance(data, Rejected) else _submit(check, ref, data, limits)
-        pending.append((ref, data, job))
-        if len(pending) >= window:
-            yield _result(*pending.popleft(), limits, check)
+    pending: deque[tuple[list[InputRef], Job]] = deque()
+    for i in range(0, len(inputs), BATCH):
+        batch = inputs[i : i + BATCH]
+        pending.append((batch, _submit(batch, limits, check)))
+        if len(pending) >= 2 * s.ingest_processes:
+            yield from _collect(*pending.popleft(), limits, check)
     while pending:
-        yield _result(*pending.popleft(), limits, check)
+        yield from _collect(*pending.popleft(), limits, check)
 
 
-def _submit(check: Callable, ref: InputRef, data: bytes, limits: ImageLimits) -> Job:
-    """``check`` of one input on the pool (a fresh one when the pool's process died)."""
+def _submit(batch: list[InputRef], limits: ImageLimits, check: Check) -> Job:
+    """:func:`fetch_and_check` of ``batch`` on the pool (a fresh one when a process died)."""
     for _ in range(CHECK_ATTEMPTS):
         pool = checks_pool()
         try:
-            return pool, pool.submit(check, ref, data, limits)
+            return pool, pool.submit(fetch_and_check, batch, limits, check)
         except BrokenProcessPool:
             _drop_pool(pool)
     raise BrokenProcessPool("the processes of ingest's checks keep dying")
 
 
-def _result(
-    ref: InputRef, data: bytes | Rejected, job: Job | None, limits: ImageLimits, check: Callable
-) -> Checked:
-    """The checked input of ``job``, tried again in a fresh pool if its process died; after
-    :data:`CHECK_ATTEMPTS` deaths a rejected row (the input may be what kills it)."""
-    if job is None:  # its fetch failed: nothing to check
-        return process_input(ref, data, limits)
-    for attempt in range(CHECK_ATTEMPTS):
-        pool, future = job
-        try:
-            return future.result()
-        except BrokenProcessPool:
-            _drop_pool(pool)
-            if attempt + 1 < CHECK_ATTEMPTS:
-                job = _submit(check, ref, data, limits)
-    died = Rejected("unexpected_error", "the process that checked it died")
-    return process_input(ref, died, limits)
+def _collect(
+    batch: list[InputRef], job: Job, limits: ImageLimits, check: Check, attempts: int = 1
+) -> list[Checked]:
+    """The checked inputs of ``job``. When its process died, its inputs are tried again one by
+    one in a fresh pool; one that has killed :data:`CHECK_ATTEMPTS` processes is a rejected row
+    (the input may be what kills it) and the others go on."""
+    pool, future = job
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        _drop_pool(pool)
+    if len(batch) == 1 and attempts >= CHECK_ATTEMPTS:
+        died = Rejected("unexpected_error", "the process that checked it died")
+        return [process_input(batch[0], died, limits)]
+    # one at a time, so that an input that kills its process takes no other with it
+    return [
+        checked
+        for ref in batch
+        for checked in _collect([ref], _submit([ref], limits, check), limits, check, attempts + 1)
+    ]
 
 
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -275,26 +320,15 @@ def ingest_chunk(
             "skipped": True,
             "accepted": int((frame["status"] == "accepted").sum()),
         }
-    s = get_settings()
-    max_bytes = int(s.max_download_mb * 1024 * 1024)
     records = []
-    with make_client() as client:
-
-        def fetch_one(ref: InputRef) -> tuple[InputRef, bytes | Rejected]:
-            try:
-                return ref, fetch(ref.uri, client, max_bytes, s.http_retries)
-            except Rejected as rej:
-                return ref, rej
-
-        # Threads only fetch (I/O); the checks run in processes, a few inputs ahead of the
-        # tar, so memory holds a window of raw bytes, not dozens of decoded images.
-        fetched = ordered_map(fetch_one, inputs, s.http_concurrency)
-        with storage.atomic_open(tar_url) as f, tarfile.open(fileobj=f, mode="w") as tar:
-            for rec, jpg, meta in checked_inputs(fetched, limits):
-                records.append(rec)
-                if jpg is not None:
-                    _add_member(tar, f"{rec['key']}.jpg", jpg)
-                    _add_member(tar, f"{rec['key']}.json", meta)
+    # The checks run in processes that fetch their own inputs, a few batches ahead of the tar,
+    # so memory holds a window of checked images, not dozens of decoded ones.
+    with storage.atomic_open(tar_url) as f, tarfile.open(fileobj=f, mode="w") as tar:
+        for rec, jpg, meta in checked_inputs(inputs, limits):
+            records.append(rec)
+            if jpg is not None:
+                _add_member(tar, f"{rec['key']}.jpg", jpg)
+                _add_member(tar, f"{rec['key']}.json", meta)
     frame = pd.DataFrame.from_records(records, columns=RECORD_COLUMNS).astype(RECORD_DTYPES)
     storage.write_parquet(parquet_url, frame)
     return {
