@@ -208,7 +208,8 @@ Job = tuple[ProcessPoolExecutor, Future]
 #: inputs per job of the check processes: a process fetches its batch on its own threads and
 #: connection pool and checks each input as it arrives, so raw bytes never cross processes
 BATCH = 16
-_CLIENT: dict[int, httpx.Client] = {}  # this process's HTTP client, by its settings' id
+#: this process's HTTP client and fetch threads, by its settings' id (made once per process)
+_FETCHING: dict[int, tuple[httpx.Client, ThreadPoolExecutor]] = {}
 
 
 def fetch_input(ref: InputRef, client: httpx.Client) -> tuple[InputRef, bytes | Rejected]:
@@ -229,12 +230,12 @@ def _check(check: Check, ref: InputRef, data: bytes | Rejected, limits: ImageLim
 
 def fetch_and_check(refs: list[InputRef], limits: ImageLimits, check: Check) -> list[Checked]:
     """In a check process: fetch ``refs`` on this process's threads and keep-alive connection
-    pool (made once per process), and check each input in order as it arrives."""
+    pool, and check each input in order as it arrives."""
     s = get_settings()
-    client = _CLIENT.get(id(s))
-    if client is None:
-        client = _CLIENT[id(s)] = make_client()
-    fetched = ordered_map(lambda r: fetch_input(r, client), refs, s.http_concurrency)
+    if id(s) not in _FETCHING:
+        _FETCHING[id(s)] = make_client(), ThreadPoolExecutor(s.http_concurrency)
+    client, threads = _FETCHING[id(s)]
+    fetched = threads.map(lambda r: fetch_input(r, client), refs)
     return [_check(check, ref, data, limits) for ref, data in fetched]
 
 
