@@ -125,6 +125,14 @@ Device = Annotated[
 ]
 Samples = Annotated[int, typer.Option(min=0, help="Images in the sample grid.")]
 Workers = Annotated[int | None, typer.Option(min=1, help="Local Dask workers.")]
+Hints = Annotated[
+    str | None,
+    typer.Option(
+        help="Colour hints: a folder or s3:// prefix of <name>.hints.json sidecars at the "
+        "scans' paths, or a CSV (image,x,y|left,top,right,bottom,colour). Default: "
+        "sidecars beside the scans."
+    ),
+]
 Scheduler = Annotated[str | None, typer.Option(help="Existing Dask scheduler.")]
 #: --device's default: the flows' None (KOALA_DEVICE, else the GPU when there is one)
 AUTO = "auto"
@@ -320,6 +328,7 @@ def colorize_cmd(
         bool,
         typer.Option(help="Also redo inputs that failed for a permanent reason (corrupt, ...)."),
     ] = ColorizeConfig.retry_failed,
+    hints: Hints = ColorizeConfig.hints,
     registry: Annotated[
         str | None, typer.Option(help="Dataset root whose models/ to use (KOALA_DATA_ROOT).")
     ] = None,
@@ -365,7 +374,7 @@ def _colorize_planned(api, params: dict, cfg: ColorizeConfig, source: str, *plan
     todo = plan_batches(refs, plan, index, card, cfg)
     if not todo:
         api.close()
-        _nothing_to_do(source, refs, card, index, cfg)
+        _nothing_to_do(source, refs, card, index, cfg, plan.digests)
         return None
     params["model"] = f"{card['name']}@{card['version']}"  # this version, pinned
     images = sum(len(b) for b in todo)
@@ -468,21 +477,24 @@ def _print_outcome(result: dict) -> None:
     typer.echo(outcome_line(result["counts"], result["new"]))
 
 
-def _nothing_to_do(source: str, refs: list, card: dict, index, cfg: ColorizeConfig) -> None:
+def _nothing_to_do(
+    source: str, refs: list, card: dict, index, cfg: ColorizeConfig, digests: dict
+) -> None:
     """Every input is done with this model version and saturation: the summary from the
     index, without waiting for Prefect or starting Dask (a run would do nothing)."""
     from koala import storage
     from tasks.colorize_plan import run_rows, run_summary
 
     output = cfg.output
-    spec, rows = f"{card['name']}@{card['version']}", run_rows(index, refs, card, cfg.saturation)
+    spec = f"{card['name']}@{card['version']}"
+    rows = run_rows(index, refs, card, cfg.saturation, digests)
     sheet = storage.join(output, "contact_sheet.html")
     if not storage.exists(sheet):  # a run stopped before writing it
         from tasks.archive_index import read_index
         from tasks.contact_sheet import sheet_settings, write_contact_sheet
 
         settings = sheet_settings(cfg)
-        rows = run_rows(read_index(output), refs, card, cfg.saturation)  # every column
+        rows = run_rows(read_index(output), refs, card, cfg.saturation, digests)  # all columns
         sheet = write_contact_sheet(output, rows, spec, collection=source, settings=settings)
     result = run_summary(output, spec, rows, sheet, new=0)
     _print_outcome(result)

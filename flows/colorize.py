@@ -44,6 +44,8 @@ def _subplan(plan: RunPlan, group: list) -> RunPlan:
         {k: plan.names[k] for k in keys},
         {k: plan.claimed.get(k, False) for k in keys},
         {k: plan.redoes.get(k, "") for k in keys},
+        {k: plan.hints[k] for k in keys if k in plan.hints},
+        {k: plan.digests[k] for k in keys if k in plan.digests},
     )
 
 
@@ -56,6 +58,7 @@ def colorize_archive(
     treat_as: str = ColorizeConfig.treat_as,
     saturation: float = ColorizeConfig.saturation,
     retry_failed: bool = ColorizeConfig.retry_failed,
+    hints: str | None = ColorizeConfig.hints,
     registry: str | None = None,
     batch_size: int = ColorizeConfig.batch_size,
     device: str | None = ColorizeConfig.device,
@@ -65,7 +68,10 @@ def colorize_archive(
     ``NAME[@VERSION]`` from ``registry`` (a dataset root; default ``KOALA_DATA_ROOT``), or the
     model shipped with Koala. Inputs already done with this model version are skipped; failures
     for a transient reason (and all failures with ``retry_failed``) and changed inputs are
-    redone. A full or broken output ends the run Failed with one line; a rerun resumes."""
+    redone. ``hints`` is where the archivist's colour hints are (a folder or prefix of
+    ``<name>.hints.json`` sidecars, or a CSV; default: sidecars beside the scans): an input
+    with hints gets a result of its own, redone when its hints change. A full or broken output
+    ends the run Failed with one line; a rerun resumes."""
     cfg = pick(ColorizeConfig, locals(), registry=resolve_registry(registry))
     refs, plan, card, index = prepare_run(input, cfg)  # holds the output's lease
     try:
@@ -99,7 +105,7 @@ def _colorize(
     errors = [r["error"] for r in results if r.get("error")]
     if errors:
         return Failed(message=f"{errors[0]}; the batches done are kept, rerun to resume")
-    result = finish_run(cfg, refs, card, input, n_todo)
+    result = finish_run(cfg, refs, card, input, n_todo, plan.digests)
     log.info(
         "%s; contact sheet %s", outcome_line(result["counts"], n_todo), result["contact_sheet"]
     )

@@ -52,3 +52,7 @@ class ImageLimits:
 
 
 DEFAULT_LIMITS = ImageLimits()
+
+#: a scan's colour hints sidecar: ``<scan name without extension>.hints.json`` (koala.hints);
+#: never an input of its own
+SIDECAR_SUFFIX = ".hints.json"

@@ -19,7 +19,7 @@ from scipy.sparse.linalg import factorized
 from koala.hints import Hint
 
 #: L* step between neighbours (units) at which their coupling falls to exp(-1/2)
-EDGE_SIGMA = 4.0
+EDGE_SIGMA = 2.0
 #: pull of every pixel's spread towards zero: a hint's reach in a flat region is about
 #: 1 / sqrt(SCREEN) view pixels
 SCREEN = 1e-5

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ImageColor
 
+from koala.choices import SIDECAR_SUFFIX
 from koala.colour import rgb_to_lab
 from koala.errors import KoalaError
 
-SIDECAR_SUFFIX = ".hints.json"
 CSV_POINT = ("x", "y")
 CSV_BOX = ("left", "top", "right", "bottom")
 

@@ -12,7 +12,8 @@ pixels are already upright), and a colour space that no longer holds.
 
 What is added, never overwriting an input field: XMP ``Iptc4xmpExt:DigitalSourceType`` (IPTC
 "composite with trained algorithmic media"), an ``xmpMM:History`` event naming Koala, the
-``koala:`` namespace (model, modelVersion, saturation, label, sourceSha256, sourceUri),
+``koala:`` namespace (model, modelVersion, saturation, label, sourceSha256, sourceUri, and
+hints, hintCount, hintsSha256 where colour hints were given),
 ``xmp:CreatorTool`` and EXIF Software only where the input has none, and the words
 ``Colorized by Koala <model>@<version>``: as the caption (EXIF ImageDescription,
 dc:description) only when the input has no caption; otherwise the caption is kept verbatim
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import logging
 import struct
 import threading
@@ -306,6 +308,9 @@ class Provenance:
     source_uri: str | None = None
     #: the colour strength asked for (1: as the model predicts)
     saturation: float = 1.0
+    #: the archivist's colour hints (their interchange JSON) and its digest, when given
+    hints: str | None = None
+    hints_sha256: str | None = None
 
 
 def _png_with_phys(png: bytes, x: float, y: float) -> bytes:
@@ -406,6 +411,10 @@ def _xmp_changes(
     )
     if prov.source_uri:
         changes["Xmp.koala.sourceUri"] = prov.source_uri
+    if prov.hints:
+        changes["Xmp.koala.hints"] = prov.hints
+        changes["Xmp.koala.hintCount"] = str(len(json.loads(prov.hints)["hints"]))
+        changes["Xmp.koala.hintsSha256"] = prov.hints_sha256 or ""
     if meta.icc and not icc_kept:
         # a gray or CMYK profile cannot describe RGB pixels: recorded, not attached
         changes["Xmp.koala.sourceIccProfile"] = icc_description(meta.icc) or "unnamed profile"
@@ -422,6 +431,7 @@ def _xmp_changes(
         changes["Xmp.dc.description"] = {'lang="x-default"': words}
     if "Xmp.xmpMM.InstanceID" in existing:  # a new file: a new instance, derived from the old
         seed = f"{prov.source_sha256}/{prov.model}@{prov.version}/{fmt}/{prov.saturation:g}"
+        seed += f"/{prov.hints_sha256}" if prov.hints_sha256 else ""
         changes["Xmp.xmpMM.DerivedFrom/stRef:instanceID"] = existing["Xmp.xmpMM.InstanceID"]
         changes["Xmp.xmpMM.InstanceID"] = f"xmp.iid:{uuid.uuid5(uuid.NAMESPACE_URL, seed)}"
     n = 1 + sum(1 for k in existing if k.startswith("Xmp.xmpMM.History[") and "/" not in k)
@@ -445,14 +455,17 @@ def encode_output(
     source_uri: str | None = None,
     quality: int = 92,
     saturation: float = 1.0,
+    hints: str | None = None,
+    hints_sha256: str | None = None,
 ) -> bytes:
     """Encode an (H, W, 3) uint8 or uint16 (PNG, TIFF) sRGB array as ``fmt``, with the metadata
-    of ``source`` (the input's bytes or its :func:`read_metadata`) and the Koala label."""
+    of ``source`` (the input's bytes or its :func:`read_metadata`) and the Koala label (with
+    the colour ``hints`` it honoured, their count and digest, in its XMP provenance)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         meta = read_metadata(bytes(source))
     else:
         meta = source or SourceMetadata()
-    prov = Provenance(model, version, source_sha256, source_uri, saturation)
+    prov = Provenance(model, version, source_sha256, source_uri, saturation, hints, hints_sha256)
     # The pixels are sRGB computed from L* of the input's decoded values: neutral tones keep the
     # input's code values, so the input's RGB profile renders them as the original did.
     icc_kept = rgb_icc(meta.icc)

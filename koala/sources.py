@@ -31,7 +31,7 @@ import pandas as pd
 from fsspec.implementations.local import LocalFileSystem
 
 from koala import storage
-from koala.choices import IMAGE_EXTENSIONS
+from koala.choices import IMAGE_EXTENSIONS, SIDECAR_SUFFIX
 from koala.errors import one_line
 from koala.uris import FETCHABLE_SCHEMES, SourceError, archive_fs, scheme, split_member_uri
 
@@ -133,8 +133,8 @@ def _list_tree(url: str, source: str) -> list[dict]:
     out = []
     for f in sorted(found):
         rel = f[len(root_clean) :].lstrip("/") if f.startswith(root_clean) else f
-        if _is_hidden(rel) or _under(f, outputs):
-            continue
+        if _is_hidden(rel) or _under(f, outputs) or f.endswith(SIDECAR_SUFFIX):
+            continue  # a colour hints sidecar (koala.hints) belongs to its scan: not an input
         uri = f if storage.is_local(url) else fs.unstrip_protocol(f)
         out.append(_entries(uri, source, stamp=_stamp(found[f])))
     if not any(has_image_suffix(e["uri"]) for e in out):

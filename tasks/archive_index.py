@@ -1,8 +1,8 @@
 """The index of a colorize output, ``DST/index/part-*.parquet``, and what a run plans from it.
 
 One row per input and result (:data:`INDEX_COLUMNS`; a result is a model version and the
-settings that change the pixels: ``saturation``), written a batch at a time as
-immutable part files. A rerun reads the index to decide, before any work:
+settings that change the pixels: ``saturation`` and the input's colour hints), written a batch
+at a time as immutable part files. A rerun reads the index to decide, before any work:
 
 * which inputs are done (``ok``, ``skipped_color``, a permanent failure) and which are redone:
   a transient failure (:data:`TRANSIENT_REASONS`, or any failure with ``retry_failed``), an input
@@ -33,7 +33,7 @@ from koala.fetch import TRANSIENT_REASONS as FETCH_TRANSIENT
 
 log = logging.getLogger(__name__)
 
-_INTS = ("width", "height", "bit_depth")
+_INTS = ("width", "height", "bit_depth", "hints")
 _FLOATS = ("seconds", "colour_score", "confidence", "saturation")
 INDEX_COLUMNS = [
     "input_uri",
@@ -60,6 +60,8 @@ INDEX_COLUMNS = [
     "saturation",
     "input_stamp",
     "colorized_at",
+    "hints",
+    "hints_digest",
 ]
 INDEX_DTYPES = {
     c: "Int64" if c in _INTS else "float64" if c in _FLOATS else "object" for c in INDEX_COLUMNS
@@ -84,8 +86,9 @@ INDEX_SCHEMA = pa.schema(
 TRANSIENT_REASONS = FETCH_TRANSIENT | {"write_failed", "read_failed", "model_error", "error"}
 #: statuses that end an input's work for a model version
 FINAL_STATUSES = frozenset({"ok", "skipped_color", "failed"})
-#: one result of an input: the model version and the settings that change its pixels
-_OWNER = ["input_uri", "model", "model_version", "saturation"]
+#: one result of an input: the model version and the settings that change its pixels (the
+#: colour strength, and the colour hints it was given: ``hints_digest``, None for none)
+_OWNER = ["input_uri", "model", "model_version", "saturation", "hints_digest"]
 #: rows written before the index had a ``saturation`` column were made at the default
 LEGACY_SATURATION = 1.0
 #: how a run's summary names each status
@@ -228,6 +231,7 @@ PLAN_COLUMNS = [
     "input_stamp",
     "colorized_at",
     "ordinal",
+    "hints_digest",
 ]
 #: a part with fewer rows is small (one run writes a part per batch): compaction merges small
 #: parts into parts of about this many rows, so that at most :data:`SMALL_PARTS_KEPT` stay
@@ -312,6 +316,10 @@ class RunPlan:
     claimed: dict[str, bool] = field(default_factory=dict)
     #: key -> ``colorized_at`` of the row the input's new row supersedes ("" when none)
     redoes: dict[str, str] = field(default_factory=dict)
+    #: key -> the input's colour hints (:class:`koala.hints.Hint`; inputs with hints only)
+    hints: dict[str, list] = field(default_factory=dict)
+    #: key -> the digest of the input's hints (:func:`koala.hints.digest`)
+    digests: dict[str, str] = field(default_factory=dict)
 
 
 def _stem(uri: str, images: str) -> str:
@@ -319,8 +327,14 @@ def _stem(uri: str, images: str) -> str:
     return posixpath.splitext(rel)[0]
 
 
+def hint_digest(value: object) -> str | None:
+    """A row's (or run's) ``hints_digest``: None for no hints (also NA in an older index)."""
+    return value if isinstance(value, str) and value else None
+
+
 def _alternative(name: str, owner: tuple, salt: int) -> str:
-    text = "|".join(map(str, owner[:3] if owner[3] == LEGACY_SATURATION else owner))
+    kept = owner[:3] if owner[3] == LEGACY_SATURATION else owner[:4]
+    text = "|".join(map(str, kept if owner[4] is None else (*kept, owner[4])))
     digest = hashlib.sha256(f"{salt}|{text}".encode()).hexdigest()[:8]
     return f"{name}-{digest}"
 
@@ -331,21 +345,24 @@ def plan_names(
     index: pd.DataFrame,
     images: str,
     result: tuple[str, str, float],
+    digests: dict[str, str] | None = None,
 ) -> tuple[dict[str, str], dict[str, bool]]:
     """Output names (no suffix) that no other owner has in this DST: an input keeps the name
-    its earlier row of this ``result`` (model, version, saturation) gave it; a name owned by
-    another input or result gets a distinct ``-xxxxxxxx`` suffix (a hash of the owner, so it
-    is stable)."""
+    its earlier row of this ``result`` (model, version, saturation, and the input's hints:
+    ``digests`` by key) gave it; a name owned by another input or result gets a distinct
+    ``-xxxxxxxx`` suffix (a hash of the owner, so it is stable)."""
+    digests = digests or {}
     owner_columns = ["input_uri", "output_uri", "model", "model_version", "saturation"]
-    named = index.loc[index["output_uri"].notna(), owner_columns]
+    named = index.loc[index["output_uri"].notna(), [*owner_columns, "hints_digest"]]
     stems = [_stem(out, images) for out in named["output_uri"].to_numpy()]
     uris = named["input_uri"].to_numpy()
+    hinted = [hint_digest(d) for d in named["hints_digest"].to_numpy()]
     same = (
         (named["model"] == result[0])
         & (named["model_version"] == result[1])
         & (named["saturation"].astype(float) == result[2])
     ).to_numpy()
-    mine = {uris[i]: stems[i] for i in same.nonzero()[0]}
+    mine = {(uris[i], hinted[i]): stems[i] for i in same.nonzero()[0]}
     owners: dict[str, int | tuple] = dict(zip(stems, range(len(stems)), strict=True))
 
     def owner_of(name: str, default: tuple) -> tuple:
@@ -353,13 +370,14 @@ def plan_names(
         if isinstance(found, tuple):
             return found
         row = named.iloc[found]
-        return (row["input_uri"], row["model"], row["model_version"], float(row["saturation"]))
+        result = (row["model"], row["model_version"], float(row["saturation"]))
+        return (row["input_uri"], *result, hinted[found])
 
     names, claimed = {}, {}
     for ref in refs:
-        owner = (ref.uri, *result)
-        if ref.uri in mine:
-            names[ref.key], claimed[ref.key] = mine[ref.uri], True
+        owner = (ref.uri, *result, digests.get(ref.key))
+        if (ref.uri, owner[4]) in mine:
+            names[ref.key], claimed[ref.key] = mine[(ref.uri, owner[4])], True
             continue
         name, salt = base[ref.key], 0
         while owner_of(name, owner) != owner:

@@ -31,6 +31,8 @@ from koala import storage
 from koala.colour import colorize_lightness, working_views
 from koala.errors import KoalaError, Rejected, one_line
 from koala.fetch import fetch, make_client
+from koala.hint_spread import spread_hints
+from koala.hints import HintError, check_on_scan, to_json
 from koala.images import pil_guards
 from koala.outputs import (
     FORMATS,
@@ -232,8 +234,11 @@ def _new_row(ref: InputRef, card: dict, cfg: ColorizeConfig, plan: RunPlan) -> d
         "treated_as": cfg.treat_as,
         "saturation": float(cfg.saturation),
         "input_stamp": ref.stamp,
+        "hints": len(plan.hints.get(ref.key, ())),
+        "hints_digest": plan.digests.get(ref.key),
         "_name": plan.names[ref.key],
         "_claimed": plan.claimed.get(ref.key, False),
+        "_hints": plan.hints.get(ref.key, []),
     }
 
 
@@ -262,6 +267,11 @@ def _read_input(row: dict, ref: InputRef, client, cfg: ColorizeConfig) -> Scan |
         return None
     row.update(width=scan.width, height=scan.height, input_mode=scan.input_mode)
     row.update(bit_depth=scan.bit_depth, note=scan.note or None)
+    try:  # checked before the run for files; an HTTP input's size is known only now
+        check_on_scan(row["_hints"], scan.width, scan.height, f"hints of {ref.uri}")
+    except HintError as exc:
+        row.update(status="failed", reason=f"bad_hint: {exc}")
+        return None
     if scan.colour is not None:
         row.update(colour_score=scan.colour.score, colour_evidence=scan.colour.detail)
         row.update(colour_uncertain=scan.colour.uncertain)
@@ -304,6 +314,12 @@ def _merge_and_write(
         t1 = time.perf_counter()
         row["confidence"] = prediction.confidence
         try:
+            if row["_hints"]:
+                size = (scan.width, scan.height)
+                ab = spread_hints(
+                    prediction.light, prediction.ab, prediction.box, row["_hints"], size
+                )
+                prediction = prediction._replace(ab=ab)
             _write_output(row, scan, prediction, cfg, card)
         except Exception as exc:
             if _fatal(exc):
@@ -319,7 +335,7 @@ def colorize_batch(refs: list[InputRef], plan: RunPlan, cfg: ColorizeConfig) -> 
     or broken output raises :class:`OutputError` before the part is written."""
     model, backbone, card = ready_colorizer(cfg)
     device = resolve_device(cfg.device)
-    part = part_uri(cfg.output, card["version"], refs, plan.redoes, cfg.saturation)
+    part = part_uri(cfg.output, card["version"], refs, plan.redoes, cfg.saturation, plan.digests)
     if storage.exists(part):
         return {"part": part, "rows": len(refs), "skipped": True, "counts": {}}
     rows: list[dict] = []
@@ -340,7 +356,8 @@ def colorize_batch(refs: list[InputRef], plan: RunPlan, cfg: ColorizeConfig) -> 
                 pending, held = [], 0.0
         if pending:
             _merge_and_write(pending, model, backbone, card, cfg, device)
-    frame = pd.DataFrame(rows).drop(columns=["_name", "_claimed"]).reindex(columns=INDEX_COLUMNS)
+    frame = pd.DataFrame(rows).drop(columns=["_name", "_claimed", "_hints"])
+    frame = frame.reindex(columns=INDEX_COLUMNS)
     try:
         storage.write_parquet(part, frame.astype(INDEX_DTYPES), INDEX_SCHEMA)
     except OSError as exc:
@@ -390,6 +407,8 @@ def _write_output(row: dict, scan: Scan, prediction: Prediction, cfg, card: dict
         source=scan.metadata,
         source_uri=row["input_uri"],
         saturation=cfg.saturation,
+        hints=to_json(row["_hints"]).decode() if row["_hints"] else None,
+        hints_sha256=row["hints_digest"],
     )
     uri = _free_uri(output_uri(cfg, row["_name"], FORMATS[fmt]), row, card)
     storage.atomic_write_bytes(uri, data)
@@ -408,8 +427,9 @@ def _free_uri(uri: str, row: dict, card: dict) -> str:
         return uri
     made = read_provenance(storage.read_bytes(uri))
     saturation = float(made.get("saturation", 1.0))  # outputs before it was recorded: 1
-    mine = (row["input_uri"], card["version"], row["saturation"])
-    if (made.get("sourceUri"), made.get("modelVersion"), saturation) == mine:
+    mine = (row["input_uri"], card["version"], row["saturation"], row["hints_digest"])
+    theirs = (made.get("sourceUri"), made.get("modelVersion"), saturation, made.get("hintsSha256"))
+    if theirs == mine:
         return uri
     stem, ext = posixpath.splitext(uri)
     salt = hashlib.sha256(f"{row['input_uri']}|{card['version']}".encode()).hexdigest()[:8]

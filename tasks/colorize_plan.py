@@ -17,6 +17,7 @@ import pandas as pd
 from koala import lease, storage
 from koala.choices import FORMAT_CHOICES, FORMATS, TREAT_AS
 from koala.errors import KoalaError
+from koala.hints import digest
 from koala.settings import get_settings
 from koala.sources import (
     InputRef,
@@ -31,10 +32,12 @@ from tasks.archive_index import (
     PLAN_COLUMNS,
     RunPlan,
     compact_index,
+    hint_digest,
     index_dir,
     needs_work,
     plan_names,
 )
+from tasks.colorize_hints import read_hint_files
 from tasks.config import ColorizeConfig
 
 
@@ -71,7 +74,7 @@ def prepare_run(
     try:
         storage.remove_stale_temporaries(cfg.output)
         refs = enumerate_inputs([source], storage.join(cfg.output, "_staging"))
-        plan, index = plan_listed(refs, cfg, card)
+        plan, index = plan_listed(refs, cfg, card, source)
     except BaseException:
         lease.release(cfg.output)
         raise
@@ -79,17 +82,22 @@ def prepare_run(
 
 
 def plan_listed(
-    refs: list[InputRef], cfg: ColorizeConfig, card: dict
+    refs: list[InputRef], cfg: ColorizeConfig, card: dict, source: str | None = None
 ) -> tuple[RunPlan, pd.DataFrame]:
-    """The plan of a run over inputs already listed: their output names against the index
-    (compacted first) and the index itself (its :data:`PLAN_COLUMNS`)."""
+    """The plan of a run over inputs already listed: their colour hints (read and checked),
+    their output names against the index (compacted first) and the index itself (its
+    :data:`PLAN_COLUMNS`)."""
     check_listed_inputs_apart(refs, cfg.output)
+    found = read_hint_files(refs, {r.key: relative_name(r) for r in refs}, source, cfg.hints)
+    hints = {k: h for k, (h, _) in found.items()}
+    digests = {k: digest(h) for k, h in hints.items()}
     # the columns planning needs (also finishes a compaction that a killed run left half done)
     index = compact_index(cfg.output, PLAN_COLUMNS)
     images = storage.join(cfg.output, "images")
     result = (card["name"], card["version"], float(cfg.saturation))
-    names, claimed = plan_names(refs, output_names(refs, cfg.saturation), index, images, result)
-    return RunPlan(names, claimed), index
+    base = output_names(refs, cfg.saturation, digests)
+    names, claimed = plan_names(refs, base, index, images, result, digests)
+    return RunPlan(names, claimed, hints=hints, digests=digests), index
 
 
 def output_uri(cfg: ColorizeConfig, name: str, ext: str | None = None) -> str:
@@ -98,14 +106,20 @@ def output_uri(cfg: ColorizeConfig, name: str, ext: str | None = None) -> str:
 
 
 def part_uri(
-    output: str, version: str, refs: list[InputRef], redoes: dict[str, str], saturation: float
+    output: str,
+    version: str,
+    refs: list[InputRef],
+    redoes: dict[str, str],
+    saturation: float,
+    digests: dict[str, str] | None = None,
 ) -> str:
     """The index part of a batch: named by the model version and saturation, the batch's
-    inputs and the rows they supersede (so a retry never takes the name of the part it
-    supersedes)."""
+    inputs, their hints' ``digests`` and the rows they supersede (so a retry never takes the
+    name of the part it supersedes)."""
     h = hashlib.sha256(version.encode() + (b"" if saturation == 1.0 else f"|{saturation}".encode()))
     for ref in refs:
-        h.update(f"{ref.key}|{redoes.get(ref.key, '')}".encode())
+        hinted = f"|{digests[ref.key]}" if digests and ref.key in digests else ""
+        h.update(f"{ref.key}|{redoes.get(ref.key, '')}{hinted}".encode())
     return storage.join(
         index_dir(output), f"part-{refs[0].ordinal:08d}-{h.hexdigest()[:12]}.parquet"
     )
@@ -139,30 +153,61 @@ def saturation_tag(saturation: float) -> str:
     return "" if saturation == 1.0 else f"-saturation{saturation:g}"
 
 
-def output_names(refs: list[InputRef], saturation: float = 1.0) -> dict[str, str]:
+def hints_tag(digest: str | None) -> str:
+    """What colour hints add to the name of a result: ``-hints`` and 8 digits of their digest
+    (an edited hints file makes a new result beside the old one)."""
+    return f"-hints{digest[:8]}" if digest else ""
+
+
+def output_names(
+    refs: list[InputRef], saturation: float = 1.0, digests: dict[str, str] | None = None
+) -> dict[str, str]:
     """key -> output name; inputs whose names collide (``a.png`` and ``a.tif``) get their key
     appended, so no output overwrites another; a saturation other than 1 is in the name
-    (``scan-saturation1.4``)."""
-    names = {ref.key: relative_name(ref) + saturation_tag(saturation) for ref in refs}
+    (``scan-saturation1.4``), and so are an input's hints (:func:`hints_tag`)."""
+    digests = digests or {}
+    names = {
+        ref.key: relative_name(ref) + saturation_tag(saturation) + hints_tag(digests.get(ref.key))
+        for ref in refs
+    }
     seen = Counter(names.values())
     return {k: f"{n}-{k[:8]}" if seen[n] > 1 else n for k, n in names.items()}
 
 
 def result_rows(
-    index: pd.DataFrame, card: dict, saturation: float, columns: list[str] | None = None
+    index: pd.DataFrame,
+    card: dict,
+    saturation: float,
+    columns: list[str] | None = None,
+    hinted: dict[str, str | None] | None = None,
 ) -> pd.DataFrame:
     """The index rows of one result (``columns`` of them, default all): made with the card's
-    model version at ``saturation``."""
+    model version at ``saturation`` and, when ``hinted`` (input URI -> its hints' digest, None
+    for none) is given, with each input's hints as they are now."""
     same = (index["model"] == card["name"]) & (index["model_version"] == card["version"])
-    return index.loc[same & (index["saturation"] == float(saturation)), columns or index.columns]
+    same &= index["saturation"] == float(saturation)
+    if hinted is not None:
+        now = index["input_uri"].map(hinted)
+        was = index["hints_digest"].map(hint_digest)
+        same &= (now.isna() & was.isna()) | (now == was)
+    return index.loc[same, columns or index.columns]
+
+
+def uri_digests(refs: list[InputRef], digests: dict[str, str]) -> dict[str, str | None]:
+    """Input URI -> the digest of its hints (None: no hints), from ``digests`` by key."""
+    return {ref.uri: digests.get(ref.key) for ref in refs}
 
 
 def run_rows(
-    index: pd.DataFrame, refs: list[InputRef], card: dict, saturation: float
+    index: pd.DataFrame,
+    refs: list[InputRef],
+    card: dict,
+    saturation: float,
+    digests: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """The index rows of this run: the inputs listed now, done with the card's version at
-    ``saturation``."""
-    mine = result_rows(index, card, saturation)
+    ``saturation`` and their hints (``digests`` by key)."""
+    mine = result_rows(index, card, saturation, hinted=uri_digests(refs, digests or {}))
     return mine[mine["input_uri"].isin({r.uri for r in refs})]
 
 
@@ -204,8 +249,8 @@ def plan_batches(
     Blocks do not depend on what is done, so a batch redone after a crash has the same part
     name as the one a lingering worker of the killed run may still write: one replaces the
     other and no row is duplicated."""
-    done = ["input_uri", "status", "reason", "input_stamp", "colorized_at"]
-    mine = result_rows(index, card, cfg.saturation, done)
+    done = ["input_uri", "status", "reason", "input_stamp", "colorized_at", "hints_digest"]
+    mine = result_rows(index, card, cfg.saturation, done, uri_digests(refs, plan.digests))
     uris = [ref.uri for ref in refs]
     rows = mine.drop_duplicates("input_uri", keep="last").set_index("input_uri").reindex(uris)
     stamps = pd.Series([ref.stamp for ref in refs], index=rows.index, dtype=object)

@@ -60,6 +60,9 @@ class ColorizeConfig:
     saturation: float = 1.0
     #: also redo inputs that failed for a permanent reason (transient ones are always retried)
     retry_failed: bool = False
+    #: where the colour hints are: a folder or prefix of ``<name>.hints.json`` sidecars, or a
+    #: CSV (None: sidecars beside the scans; :mod:`koala.hints`)
+    hints: str | None = None
     #: images per model forward
     batch_size: int = 8
     #: decoded megapixels held at once by a batch before it runs the model

@@ -56,7 +56,10 @@ def test_a_bad_hint_is_one_line_naming_the_file_and_the_hint(item: object, says:
 
 @pytest.mark.parametrize(
     ("data", "says"),
-    [(b"{not json", "not valid JSON"), (b'{"points": []}', 'expected an object with a "hints" list')],
+    [
+        (b"{not json", "not valid JSON"),
+        (b'{"points": []}', 'expected an object with a "hints" list'),
+    ],
 )
 def test_a_malformed_file_is_one_line(data: bytes, says: str) -> None:
     with pytest.raises(HintError) as err:

@@ -1,0 +1,97 @@
+"""The colour hints of a colorize run's inputs, found, read and checked before any work.
+
+Where they come from (:mod:`koala.hints` has the formats):
+* ``--hints`` a CSV file: the collection's hints, one row per hint, by the scan's path;
+* ``--hints`` a folder or ``s3://`` prefix: ``<name>.hints.json`` sidecars at the scans' paths
+  relative to the collection;
+* otherwise sidecars beside the scans, in a folder or prefix source.
+A hint off its scan is refused here for inputs whose header can be read cheaply (files and
+object stores); an HTTP input's is checked when it is read (a failed row).
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+
+from PIL import Image
+
+from koala import storage
+from koala.choices import SIDECAR_SUFFIX
+from koala.errors import KoalaError
+from koala.hints import (
+    Hint,
+    check_on_scan,
+    parse_csv,
+    parse_sidecar,
+)
+from koala.sources import InputRef
+from koala.uris import FETCHABLE_SCHEMES, scheme, split_member_uri
+
+log = logging.getLogger(__name__)
+_SWAPS_SIDES = {5, 6, 7, 8}  #: EXIF orientations that turn the picture a quarter
+
+
+def sidecars_under(root: str) -> dict[str, str]:
+    """``<path>.hints.json`` files below ``root``: the scan's path (no extension) -> file."""
+    fs, path = storage.get_fs(root)
+    if not fs.isdir(path):
+        return {}
+    base = path.rstrip("/")
+    found = {}
+    for f in fs.find(base):
+        if f.endswith(SIDECAR_SUFFIX):
+            rel = f[len(base) :].lstrip("/")[: -len(SIDECAR_SUFFIX)]
+            found[rel] = f if storage.is_local(root) else fs.unstrip_protocol(f)
+    return found
+
+
+def read_hint_files(
+    refs: list[InputRef], names: dict[str, str], source: str, location: str | None
+) -> dict[str, tuple[list[Hint], str]]:
+    """key -> (hints, the file they came from) for each input that has hints; ``names`` gives
+    each input's path in the collection without its extension (key -> name)."""
+    if location and location.lower().endswith(".csv"):
+        if not storage.exists(location):
+            raise KoalaError(f"--hints {location!r}: no such file")
+        table = parse_csv(storage.read_bytes(location), location)
+        by_name = {posixpath.splitext(k)[0]: v for k, v in table.items()}
+        found = {r.key: (by_name[n], location) for r in refs if (n := names[r.key]) in by_name}
+        unused = len(by_name) - len(found)
+    else:
+        if location and not storage.exists(location):
+            raise KoalaError(f"--hints {location!r}: no such folder or prefix")
+        files = sidecars_under(location or source) if location or _is_tree(source) else {}
+        found = {}
+        for ref in refs:
+            if (uri := files.get(names[ref.key])) is not None:
+                found[ref.key] = (parse_sidecar(storage.read_bytes(uri), uri), uri)
+        unused = len(files) - len(found)
+    if unused > 0:
+        log.warning("%d hints file(s) or CSV image(s) match no input of this run", unused)
+    for ref in refs:
+        if ref.key in found and (size := scan_size(ref.uri)) is not None:
+            check_on_scan(found[ref.key][0], *size, found[ref.key][1])
+    return found
+
+
+def _is_tree(source: str) -> bool:
+    if scheme(source) in FETCHABLE_SCHEMES or split_member_uri(source):
+        return False
+    fs, path = storage.get_fs(source)
+    return fs.isdir(path)
+
+
+def scan_size(uri: str) -> tuple[int, int] | None:
+    """An input's upright width and height from its header (EXIF orientation applied), or
+    None where that needs a download or the header is unreadable (checked when read)."""
+    if scheme(uri) in FETCHABLE_SCHEMES or split_member_uri(uri):
+        return None
+    try:
+        fs, path = storage.get_fs(uri)
+        with fs.open(path, "rb") as f, Image.open(f) as img:
+            w, h = img.size
+            turned = img.getexif().get(0x0112, 1) in _SWAPS_SIDES
+    except Exception:
+        return None
+    return (h, w) if turned else (w, h)
