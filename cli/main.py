@@ -562,6 +562,29 @@ CheckpointDir = Annotated[
 Patience = Annotated[int, typer.Option(min=1, help="Stop after N epochs without val gain.")]
 
 
+@app.command("review")
+def review_cmd(
+    output: Annotated[str, typer.Argument(help="A colorize output (folder or s3:// prefix).")],
+    port: Annotated[int, typer.Option(min=0, help="Local port (0: any free one).")] = 8765,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """Pin the colours you know: a local page to click a point of a result, pick its colour
+    and save; the next `koala colorize` run of this output honours the hints."""
+    from cli.review import make_server
+
+    try:
+        server = make_server(output, host, port)
+    except KoalaError as exc:
+        _fail(str(exc))
+    typer.echo(f"review {output} at http://{host}:{server.server_address[1]}/ (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 @app.command("train")
 def train_cmd(
     data: Annotated[str, typer.Option(help="Dataset root with preprocessed features.")],

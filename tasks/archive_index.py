@@ -62,6 +62,7 @@ INDEX_COLUMNS = [
     "colorized_at",
     "hints",
     "hints_digest",
+    "input_name",
 ]
 INDEX_DTYPES = {
     c: "Int64" if c in _INTS else "float64" if c in _FLOATS else "object" for c in INDEX_COLUMNS

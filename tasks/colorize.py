@@ -234,6 +234,7 @@ def _new_row(ref: InputRef, card: dict, cfg: ColorizeConfig, plan: RunPlan) -> d
         "treated_as": cfg.treat_as,
         "saturation": float(cfg.saturation),
         "input_stamp": ref.stamp,
+        "input_name": relative_name(ref),
         "hints": len(plan.hints.get(ref.key, ())),
         "hints_digest": plan.digests.get(ref.key),
         "_name": plan.names[ref.key],

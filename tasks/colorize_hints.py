@@ -4,7 +4,8 @@ Where they come from (:mod:`koala.hints` has the formats):
 * ``--hints`` a CSV file: the collection's hints, one row per hint, by the scan's path;
 * ``--hints`` a folder or ``s3://`` prefix: ``<name>.hints.json`` sidecars at the scans' paths
   relative to the collection;
-* otherwise sidecars beside the scans, in a folder or prefix source.
+* otherwise sidecars beside the scans, in a folder or prefix source, and those the review page
+  (``koala review``) wrote under ``OUT/hints/`` (which win).
 A hint off its scan is refused here for inputs whose header can be read cheaply (files and
 object stores); an HTTP input's is checked when it is read (a failed row).
 """
@@ -46,33 +47,47 @@ def sidecars_under(root: str) -> dict[str, str]:
     return found
 
 
+def hints_folder(output: str) -> str:
+    """Where the review page (``koala review``) writes hints: ``OUT/hints/``, inside the
+    output, so that the archive's own folders are never written to."""
+    return storage.join(output, "hints")
+
+
 def read_hint_files(
-    refs: list[InputRef], names: dict[str, str], source: str, location: str | None
+    refs: list[InputRef],
+    names: dict[str, str],
+    source: str | None,
+    location: str | None,
+    output: str | None = None,
 ) -> dict[str, tuple[list[Hint], str]]:
     """key -> (hints, the file they came from) for each input that has hints; ``names`` gives
-    each input's path in the collection without its extension (key -> name)."""
+    each input's path in the collection without its extension (key -> name). ``location`` (a
+    CSV, a folder or a prefix) is the only place looked at when given; otherwise sidecars
+    beside the scans, and those the review page wrote under ``output`` (which win)."""
     if location and location.lower().endswith(".csv"):
         if not storage.exists(location):
             raise KoalaError(f"--hints {location!r}: no such file")
         table = parse_csv(storage.read_bytes(location), location)
-        by_name = {posixpath.splitext(k)[0]: v for k, v in table.items()}
-        found = {r.key: (by_name[n], location) for r in refs if (n := names[r.key]) in by_name}
-        unused = len(by_name) - len(found)
-    else:
-        if location and not storage.exists(location):
+        by_name = {posixpath.splitext(k)[0]: (v, location) for k, v in table.items()}
+    elif location:
+        if not storage.exists(location):
             raise KoalaError(f"--hints {location!r}: no such folder or prefix")
-        files = sidecars_under(location or source) if location or _is_tree(source) else {}
-        found = {}
-        for ref in refs:
-            if (uri := files.get(names[ref.key])) is not None:
-                found[ref.key] = (parse_sidecar(storage.read_bytes(uri), uri), uri)
-        unused = len(files) - len(found)
-    if unused > 0:
+        by_name = _parsed(sidecars_under(location))
+    else:
+        by_name = _parsed(sidecars_under(source)) if source and _is_tree(source) else {}
+        by_name |= _parsed(sidecars_under(hints_folder(output))) if output else {}
+    found = {r.key: by_name[n] for r in refs if (n := names[r.key]) in by_name}
+    if len(by_name) > len(found):
+        unused = len(by_name) - len(found)
         log.warning("%d hints file(s) or CSV image(s) match no input of this run", unused)
     for ref in refs:
         if ref.key in found and (size := scan_size(ref.uri)) is not None:
             check_on_scan(found[ref.key][0], *size, found[ref.key][1])
     return found
+
+
+def _parsed(files: dict[str, str]) -> dict[str, tuple[list[Hint], str]]:
+    return {name: (parse_sidecar(storage.read_bytes(uri), uri), uri) for name, uri in files.items()}
 
 
 def _is_tree(source: str) -> bool:

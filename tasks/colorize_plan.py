@@ -88,7 +88,8 @@ def plan_listed(
     their output names against the index (compacted first) and the index itself (its
     :data:`PLAN_COLUMNS`)."""
     check_listed_inputs_apart(refs, cfg.output)
-    found = read_hint_files(refs, {r.key: relative_name(r) for r in refs}, source, cfg.hints)
+    names = {r.key: relative_name(r) for r in refs}
+    found = read_hint_files(refs, names, source, cfg.hints, cfg.output)
     hints = {k: h for k, (h, _) in found.items()}
     digests = {k: digest(h) for k, h in hints.items()}
     # the columns planning needs (also finishes a compaction that a killed run left half done)
