@@ -1,0 +1,119 @@
+"""Colour hints against none: PSNR of colorized photographs at full resolution with 0, 1, 5, 10
+and 20 hints sampled from the truth (issue 28's protocol): points at random pixels, each with
+the truth's a*b* averaged over the 5 x 5 patch around it (with the patch's L*, as sRGB).
+
+Each photograph is made gray, colorized as ``koala colorize`` does it (the model's view, the
+hints spread over their regions, the guided merge at full resolution) and compared with the
+truth (RGB PSNR, and the colourfulness ratio). Writes ``hints.png`` (PSNR against hints) and
+prints JSON last.
+
+    python bench/hints.py --images ../shared/datasets/bsds500/val --out reports/hints
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from skimage.color import lab2rgb, rgb2lab
+from skimage.metrics import peak_signal_noise_ratio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from koala.colour import colorize_lightness, colourfulness
+from koala.hint_spread import spread_hints
+from koala.hints import Hint
+from koala.scans import read_scan
+from models.config import FLAGSHIP
+from tasks.colorize import _predict, ready_colorizer, resolve_device
+from tasks.config import ColorizeConfig
+
+COUNTS = (0, 1, 5, 10, 20)
+
+
+def truth_hints(rgb: np.ndarray, n: int, rng: np.random.Generator) -> list[Hint]:
+    """``n`` point hints at random pixels: the truth's mean Lab over the 5 x 5 patch, as sRGB."""
+    lab = rgb2lab(rgb)
+    h, w = lab.shape[:2]
+    out = []
+    for _ in range(n):
+        x, y = int(rng.integers(2, w - 2)), int(rng.integers(2, h - 2))
+        mean = lab[y - 2 : y + 3, x - 2 : x + 3].reshape(-1, 3).mean(0)
+        srgb = np.clip(lab2rgb(mean[None, None]) * 255 + 0.5, 0, 255).astype(int)[0, 0]
+        out.append(Hint((x, y, x + 1, y + 1), tuple(int(v) for v in srgb), "truth", point=True))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--images", type=Path, required=True)
+    ap.add_argument("--model", default=FLAGSHIP)
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    cfg = ColorizeConfig(registry=tempfile.mkdtemp(), model=args.model, output=str(args.out))
+    model, backbone, _ = ready_colorizer(cfg)
+    device = resolve_device(cfg.device)
+    files = sorted(args.images.glob("*.jpg"))[: args.limit]
+    scores = {n: [] for n in COUNTS}
+    colour = {n: [] for n in COUNTS}
+    gray_psnr = []
+    for i, path in enumerate(files):
+        truth = np.asarray(Image.open(path).convert("RGB"))
+        buf = io.BytesIO()
+        Image.fromarray(truth).convert("L").save(buf, "PNG")
+        scan = read_scan(buf.getvalue(), "auto", cfg.limits)
+        (pred,) = _predict(model, backbone, [scan], device, cfg.precision)
+        gray = np.repeat(np.asarray(scan.view.convert("L"))[..., None], 3, -1)
+        gray_psnr.append(peak_signal_noise_ratio(truth, gray, data_range=255))
+        rng = np.random.default_rng(args.seed + i)
+        for n in COUNTS:
+            hints = truth_hints(truth, n, rng)
+            ab = spread_hints(pred.light, pred.ab, pred.box, hints, (scan.width, scan.height))
+            rgb = colorize_lightness(scan.lightness, ab, pred.box, light_view=pred.light)
+            scores[n].append(peak_signal_noise_ratio(truth, rgb, data_range=255))
+            colour[n].append(colourfulness(rgb) / max(colourfulness(truth), 1e-6))
+        print(f"{i + 1}/{len(files)} images", file=sys.stderr)
+    table = {
+        n: {"psnr": float(np.mean(scores[n])), "colourfulness_ratio": float(np.mean(colour[n]))}
+        for n in COUNTS
+    }
+    plot(table, float(np.mean(gray_psnr)), args.out / "hints.png")
+    summary = {
+        "images": len(files),
+        "model": args.model,
+        "gray_psnr": float(np.mean(gray_psnr)),
+        "by_hints": table,
+        "gain_10_over_0_db": table[10]["psnr"] - table[0]["psnr"],
+    }
+    (args.out / "hints.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary))
+
+
+def plot(table: dict, gray: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(list(table), [v["psnr"] for v in table.values()], "o-", label="Koala + hints")
+    ax.axhline(gray, color="gray", ls=":", label="gray input")
+    ax.set_xlabel("hints per image (points from the truth)")
+    ax.set_ylabel("PSNR (dB), full resolution")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
