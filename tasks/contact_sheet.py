@@ -467,6 +467,10 @@ def write_contact_sheet(
 (with the model and saturation that made them). Index: <code>index/</code> (Parquet; column
 <code>colour_score</code> sorts the inputs by how much colour they carry: 0 for a gray file).
 {where}</p>
+<p>Know a colour (a uniform, a tram, a flag)? Pin it:
+<code>koala review {html.escape(output)}</code> opens a local page where you click the
+point, pick its colour and save; the next <code>koala colorize</code> run of this output
+honours it.</p>
 {_counts_table(index)}
 {uncertain_section(output, index, root)}
 {review}
