@@ -4,8 +4,9 @@ the truth's a*b* averaged over the 5 x 5 patch around it (with the patch's L*, a
 
 Each photograph is made gray, colorized as ``koala colorize`` does it (the model's view, the
 hints spread over their regions, the guided merge at full resolution) and compared with the
-truth (RGB PSNR, and the colourfulness ratio). Writes ``hints.png`` (PSNR against hints) and
-prints JSON last.
+truth (RGB PSNR, and the colourfulness ratio). Writes ``hints.png`` (PSNR against hints),
+``samples.jpg`` (the first ``--samples`` photographs: truth, no hints, 10 hints with the hinted
+points ringed) and prints JSON last.
 
     python bench/hints.py --images ../shared/datasets/bsds500/val --out reports/hints
 """
@@ -56,6 +57,7 @@ def main() -> None:
     ap.add_argument("--model", default=FLAGSHIP)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--samples", type=int, default=6, help="photographs in samples.jpg")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -65,7 +67,7 @@ def main() -> None:
     files = sorted(args.images.glob("*.jpg"))[: args.limit]
     scores = {n: [] for n in COUNTS}
     colour = {n: [] for n in COUNTS}
-    gray_psnr = []
+    gray_psnr, rows = [], []
     for i, path in enumerate(files):
         truth = np.asarray(Image.open(path).convert("RGB"))
         buf = io.BytesIO()
@@ -81,12 +83,15 @@ def main() -> None:
             rgb = colorize_lightness(scan.lightness, ab, pred.box, light_view=pred.light)
             scores[n].append(peak_signal_noise_ratio(truth, rgb, data_range=255))
             colour[n].append(colourfulness(rgb) / max(colourfulness(truth), 1e-6))
+            if i < args.samples and n in (0, 10):
+                rows.append(ringed(rgb, hints) if n else [truth, rgb])
         print(f"{i + 1}/{len(files)} images", file=sys.stderr)
     table = {
         n: {"psnr": float(np.mean(scores[n])), "colourfulness_ratio": float(np.mean(colour[n]))}
         for n in COUNTS
     }
     plot(table, float(np.mean(gray_psnr)), args.out / "hints.png")
+    montage(rows, args.out / "samples.jpg")
     summary = {
         "images": len(files),
         "model": args.model,
@@ -96,6 +101,38 @@ def main() -> None:
     }
     (args.out / "hints.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary))
+
+
+def ringed(rgb: np.ndarray, hints: list[Hint]) -> np.ndarray:
+    """``rgb`` with a white ring (and a black one) around each hinted point."""
+    from PIL import ImageDraw
+
+    img = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(img)
+    for h in hints:
+        x, y = h.box[:2]
+        draw.ellipse((x - 7, y - 7, x + 7, y + 7), outline="white", width=2)
+        draw.ellipse((x - 9, y - 9, x + 9, y + 9), outline="black", width=1)
+    return np.asarray(img)
+
+
+def montage(rows: list, path: Path, height: int = 240) -> None:
+    """One row per photograph (truth | no hints | 10 hints), each scaled to ``height``."""
+    lines = []
+    for k in range(0, len(rows), 2):
+        cells = [*rows[k], rows[k + 1]]
+        scaled = [
+            Image.fromarray(c).resize((round(c.shape[1] * height / c.shape[0]), height))
+            for c in cells
+        ]
+        lines.append(np.concatenate([np.asarray(c) for c in scaled], 1))
+    if lines:
+        width = max(line.shape[1] for line in lines)
+        padded = [
+            np.pad(line, ((0, 4), (0, width - line.shape[1]), (0, 0)), constant_values=255)
+            for line in lines
+        ]
+        Image.fromarray(np.concatenate(padded, 0)).save(path, quality=90)
 
 
 def plot(table: dict, gray: float, path: Path) -> None:

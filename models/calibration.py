@@ -37,18 +37,28 @@ def _with_gain(model: nn.Module, ab: torch.Tensor) -> torch.Tensor:
     return (ab * gain).clamp(-128.0, 127.0) if gain != 1.0 else ab
 
 
+def takes_hints(model: nn.Module) -> bool:
+    """Whether ``model`` was built to take colour hints as input."""
+    return bool(getattr(getattr(model, "config", None), "hints", False))
+
+
 def predict_with_confidence(
     model: nn.Module,
     light: torch.Tensor,
     embedding: torch.Tensor,
     boxes: list[tuple[int, int, int, int]],
+    hints: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, list[float | None]]:
     """:func:`predict_ab`, and each image's colour confidence: the mean over its real pixels
     (``boxes``) of the model's per-pixel confidence map (1 - normalised entropy of the
-    predicted colour distribution); None for models that predict no distribution."""
+    predicted colour distribution); None for models that predict no distribution. ``hints``
+    (models/chroma_unet.py hint_maps) go to a model that takes them."""
     if not hasattr(model, "predict"):
         return predict_ab(model, light, embedding), [None] * len(light)
-    ab, conf = model.predict(light, embedding)
+    if hints is not None and takes_hints(model):
+        ab, conf = model.predict(light, embedding, hints)
+    else:
+        ab, conf = model.predict(light, embedding)
     conf = F.interpolate(conf.float(), size=light.shape[-2:], mode="bilinear", align_corners=False)
     scores = [float(conf[i, 0, y0:y1, x0:x1].mean()) for i, (x0, y0, x1, y1) in enumerate(boxes)]
     return _with_gain(model, ab), scores

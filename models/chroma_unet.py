@@ -74,6 +74,15 @@ class ChromaUNetConfig:
     #: the discriminator's width and its Adam learning rate (beta1 0.5, as in pix2pix)
     discriminator_width: int = 32
     discriminator_lr: float = 2e-4
+    #: take colour hints (Zhang et al. 2017): their a*b* and mask enter every decoder stage
+    #: through a 1x1 projection initialised to zero (so a model started from one without them
+    #: predicts exactly as it did); training samples hints from the truth
+    hints: bool = False
+    #: share of training samples given no hints (the model stays the automatic one without)
+    hint_free: float = 0.5
+    #: the others get a geometric number of hints (mean 1 / hint_p), each the truth's mean
+    #: a*b* over a square of 1 to 5 pixels at a random real pixel
+    hint_p: float = 0.125
     neighbours: int = 5
     sigma: float = 5.0
     #: guided upsampling: window radius (pixels of the quarter grid) and regulariser (L in [0, 1])
@@ -164,6 +173,8 @@ class ChromaUNet(Colorizer):
             cin = cout
         self.ups = nn.ModuleList(ups)
         self.classify = nn.Conv2d(cin, len(centres), 1)
+        if config.hints:
+            self.hint_inputs = nn.ModuleList(HintInput(w) for w in widths)
         if config.adversarial_weight:
             self.discriminator = QuarterDiscriminator(config.discriminator_width)
         self.temperature = config.temperature
@@ -176,12 +187,20 @@ class ChromaUNet(Colorizer):
         blocks = self.encoder._blocks[self.config.finetune_from :]
         return [p for block in blocks for p in block.parameters()]
 
-    def logits(self, light: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        """Bin scores (B, Q, H/4, W/4)."""
+    def logits(
+        self, light: torch.Tensor, embedding: torch.Tensor, hints: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Bin scores (B, Q, H/4, W/4); ``hints`` (B, 3, H, W: a*b*/128 times the mask, and
+        the mask) reach a model built to take them (:func:`hint_maps`)."""
         skips = lite0_features(self.encoder, light)[1:]
         x = self.fusion(skips[-1], embedding)
-        for up, skip in zip(self.ups, reversed(skips[:-1]), strict=True):
+        take = self.config.hints and hints is not None
+        if take:
+            x = self.hint_inputs[0](x, hints)
+        for i, (up, skip) in enumerate(zip(self.ups, reversed(skips[:-1]), strict=True)):
             x = up(x, skip)
+            if take:
+                x = self.hint_inputs[i + 1](x, hints)
         return self.classify(x)
 
     def decode(
@@ -195,15 +214,17 @@ class ChromaUNet(Colorizer):
         cfg = self.config
         return guided_upsample(light.float(), ab, cfg.guide_radius, cfg.guide_eps).clamp(-1, 1)
 
-    def forward(self, light: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.logits(light, embedding), light)
+    def forward(
+        self, light: torch.Tensor, embedding: torch.Tensor, hints: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.decode(self.logits(light, embedding, hints), light)
 
     def predict(
-        self, light: torch.Tensor, embedding: torch.Tensor
+        self, light: torch.Tensor, embedding: torch.Tensor, hints: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """a*b*/128 and the per-pixel confidence map (B, 1, H/4, W/4) of
         :func:`confidence_map`; the caller averages it over each image's real pixels."""
-        logits = self.logits(light, embedding).float()  # once, for both
+        logits = self.logits(light, embedding, hints).float()  # once, for both
         return self.decode(logits, light), confidence_map(logits)
 
     def fit_prior(self, batches: Iterable[dict]) -> None:
@@ -229,6 +250,10 @@ class ChromaUNet(Colorizer):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # weights saved before the prior existed decode with the plain posterior
         state_dict.setdefault(prefix + "log_prior", torch.zeros_like(self.log_prior))
+        # weights of a model without hints: its hint inputs start at zero (the same model)
+        if self.config.hints:
+            for name, value in self.hint_inputs.state_dict().items():
+                state_dict.setdefault(f"{prefix}hint_inputs.{name}", value)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def optimizers(self, lr: float, weight_decay: float) -> dict[str, torch.optim.Optimizer]:
@@ -249,12 +274,16 @@ class ChromaUNet(Colorizer):
         }
 
     def _terms(self, light, embedding, ab, mask) -> _Terms:
-        """Logits, the soft-target (rebalanced) cross entropy and the quarter-grid truth."""
-        logits = self.logits(light, embedding)
+        """Logits, the soft-target (rebalanced) cross entropy and the quarter-grid truth;
+        in training, a hint-taking model gets hints sampled from the truth."""
+        cfg = self.config
+        hints = None
+        if cfg.hints and self.training:
+            hints = sample_hints(ab, mask, cfg.hint_free, cfg.hint_p)
+        logits = self.logits(light, embedding, hints)
         size = logits.shape[-2:]
         target_ab = ab_bins.downsample(ab, size) * AB_SCALE
         real = ab_bins.downsample(mask, size)[:, 0]
-        cfg = self.config
         idx, weights = ab_bins.soft_targets(
             target_ab, self.centres, self._candidates(), cfg.neighbours, cfg.sigma
         )
@@ -356,3 +385,68 @@ def confidence_map(logits: torch.Tensor) -> torch.Tensor:
     logp = torch.log_softmax(logits.float().movedim(1, -1), dim=-1)  # channels-last: no copy
     entropy = -(logp.exp() * logp).sum(-1).unsqueeze(1)
     return 1.0 - entropy / torch.log(torch.tensor(float(logits.shape[1])))
+
+
+class HintInput(nn.Module):
+    """Colour hints at one decoder stage: on its grid, each cell's hinted share and the mean
+    hinted a*b*/128 there, projected to the stage's channels and added. The projection's last
+    convolution starts at zero, so the stage starts as it was."""
+
+    def __init__(self, channels: int, width: int = 32) -> None:
+        super().__init__()
+        self.project = nn.Sequential(
+            nn.Conv2d(3, width, 1), nn.ReLU(inplace=True), nn.Conv2d(width, channels, 1)
+        )
+        nn.init.zeros_(self.project[-1].weight)
+        nn.init.zeros_(self.project[-1].bias)
+
+    def forward(self, x: torch.Tensor, hints: torch.Tensor) -> torch.Tensor:
+        cells = F.interpolate(hints.float(), size=x.shape[-2:], mode="area")
+        share = cells[:, 2:]
+        hinted = (share > 0).float()
+        colour = cells[:, :2] / share.clamp_min(1e-6) * hinted
+        return x + self.project(torch.cat([colour, hinted], 1).to(x.dtype))
+
+
+def hint_maps(
+    boxes: list[list[tuple[int, int, int, int]]],
+    colours: list[list[tuple[float, float]]],
+    size: int,
+) -> torch.Tensor:
+    """Hints drawn as the model takes them: (B, 3, size, size) of a*b*/128 times the mask,
+    and the mask, from each image's ``boxes`` (view pixels, right and bottom exclusive) and
+    their a*b* ``colours`` (CIE units); later hints win where they overlap."""
+    maps = torch.zeros(len(boxes), 3, size, size)
+    for i, (image_boxes, image_colours) in enumerate(zip(boxes, colours, strict=True)):
+        for (left, top, right, bottom), (a, b) in zip(image_boxes, image_colours, strict=True):
+            maps[i, 0, top:bottom, left:right] = a / AB_SCALE
+            maps[i, 1, top:bottom, left:right] = b / AB_SCALE
+            maps[i, 2, top:bottom, left:right] = 1.0
+    return maps
+
+
+def sample_hints(
+    ab: torch.Tensor, mask: torch.Tensor, free: float, p: float, generator=None
+) -> torch.Tensor:
+    """Training hints from the truth ``ab`` (B, 2, H, W, a*b*/128) on its real pixels
+    ``mask`` (B, 1, H, W), as :func:`hint_maps` draws them: none for a ``free`` share of the
+    images; for the others a geometric number (parameter ``p``) of squares of 1 to 5 pixels,
+    each holding the truth's mean a*b* over it (Zhang et al. 2017)."""
+    b, _, h, w = ab.shape
+    maps = torch.zeros(b, 3, h, w, device=ab.device)
+    draw = torch.rand(b, generator=generator)
+    counts = torch.distributions.Geometric(probs=torch.tensor(p)).sample((b,)).long() + 1
+    for i in range(b):
+        real = mask[i, 0].nonzero()
+        if draw[i] < free or len(real) == 0:
+            continue
+        picks = real[torch.randint(len(real), (int(counts[i]),), generator=generator)]
+        halves = torch.randint(0, 3, (len(picks),), generator=generator)
+        for (y, x), half in zip(picks.tolist(), halves.tolist(), strict=True):
+            top, left = max(0, y - half), max(0, x - half)
+            bottom, right = min(h, y + half + 1), min(w, x + half + 1)
+            maps[i, :2, top:bottom, left:right] = ab[i, :, top:bottom, left:right].mean((1, 2))[
+                :, None, None
+            ]
+            maps[i, 2, top:bottom, left:right] = 1.0
+    return maps

@@ -31,7 +31,7 @@ from koala import storage
 from koala.colour import colorize_lightness, working_views
 from koala.errors import KoalaError, Rejected, one_line
 from koala.fetch import fetch, make_client
-from koala.hint_spread import spread_hints
+from koala.hint_spread import spread_hints, view_boxes
 from koala.hints import HintError, check_on_scan, to_json
 from koala.images import pil_guards
 from koala.outputs import (
@@ -47,7 +47,8 @@ from koala.sources import (
     InputRef,
 )
 from models.backbones import cached_backbone, lean_efficientnet
-from models.calibration import predict_ab, predict_with_confidence
+from models.calibration import predict_ab, predict_with_confidence, takes_hints
+from models.chroma_unet import hint_maps
 from models.config import DEFAULT_BACKBONE
 from models.registry import load_model
 from models.runtime import (
@@ -199,12 +200,17 @@ def _predict(
     device: torch.device,
     precision: str,
     saturation: float = 1.0,
+    hints: list[list] | None = None,
 ) -> list[Prediction]:
     """One forward for ``scans``: their a*b* times ``saturation`` (the colour strength the
-    archivist asked for), boxes, view L* and confidences."""
+    archivist asked for), boxes, view L* and confidences; each scan's colour ``hints`` go in
+    too where the model takes them."""
     views = [working_views(s.view) for s in scans]
     light = torch.from_numpy(np.stack([v["l"] for v in views])[:, None].astype(np.float32) / 255)
     boxes = [v["box200"] for v in views]
+    maps = None
+    if hints and any(hints) and takes_hints(model):
+        maps = view_hint_maps(scans, hints, boxes, light.shape[-1]).to(device)
     channels_last = torch.channels_last
     with inference_mode(device, precision):
         embedding = None
@@ -212,12 +218,24 @@ def _predict(
             gray = torch.from_numpy(np.stack([v["gray299"] for v in views])[:, None])
             embedding, _ = backbone(gray.to(device).contiguous(memory_format=channels_last))
         light_in = light.to(device).contiguous(memory_format=channels_last)
-        ab, confidence = predict_with_confidence(model, light_in, embedding, boxes)
+        ab, confidence = predict_with_confidence(model, light_in, embedding, boxes, maps)
         ab = ab.float().cpu().numpy()
     if saturation != 1.0:
         ab *= saturation
     lum = light[:, 0].numpy() * 100.0
     return [Prediction(ab[i], boxes[i], lum[i], confidence[i]) for i in range(len(views))]
+
+
+def view_hint_maps(scans: list[Scan], hints: list[list], boxes: list, size: int) -> torch.Tensor:
+    """The scans' colour hints on the model's view, as a hint-taking model reads them."""
+    places, colours = [], []
+    for scan, scan_hints, (x0, y0, x1, y1) in zip(scans, hints, boxes, strict=True):
+        crop = view_boxes(scan_hints, (scan.width, scan.height), (x0, y0, x1, y1))
+        places.append(
+            [(x0 + left, y0 + top, x0 + right, y0 + bottom) for left, top, right, bottom in crop]
+        )
+        colours.append([hint.ab for hint in scan_hints])
+    return hint_maps(places, colours, size)
 
 
 def _new_row(ref: InputRef, card: dict, cfg: ColorizeConfig, plan: RunPlan) -> dict:
@@ -305,7 +323,8 @@ def _merge_and_write(
     t0 = time.perf_counter()
     try:
         scans = [s for _, s, _ in pending]
-        predictions = _predict(model, backbone, scans, device, cfg.precision, cfg.saturation)
+        hints = [row["_hints"] for row, _, _ in pending]
+        predictions = _predict(model, backbone, scans, device, cfg.precision, cfg.saturation, hints)
     except Exception as exc:  # a model failure fails these rows, not the run
         for row, _, spent in pending:
             row.update(status="failed", reason=f"model_error: {one_line(exc)}", seconds=spent)

@@ -173,3 +173,21 @@ def test_a_bad_hint_is_one_line_before_any_work(
     assert str(src / "a.hints.json") in result.output and says in result.output
     assert result.output.count("\n") == 1, result.output
     assert not (tmp_path / "o" / "images").exists()
+
+
+def test_a_hint_taking_model_reads_each_hint_where_it_lies_on_the_view() -> None:
+    import io
+
+    from koala.scans import read_scan
+    from tasks.colorize import view_hint_maps
+
+    buf = io.BytesIO()
+    scene(1).save(buf, "PNG")
+    scan = read_scan(buf.getvalue())
+    box = (0, 25, 200, 175)  # a 320 x 240 scan in the 200 px view
+    navy = Hint((185, 95, 215, 125), (0, 0, 128), "navy")
+    maps = view_hint_maps([scan, scan], [[navy], []], [box, box], 200)
+    where = maps[0, 2].nonzero()
+    assert where[:, 0].min() == 25 + 59 and where[:, 1].min() == 115  # scan px x 200 / 320
+    assert abs(float(maps[0, 1, 90, 120]) * 128 - navy.ab[1]) < 1e-3
+    assert not maps[1].any()
