@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
 from PIL import Image
 
 from koala import storage
@@ -16,6 +18,7 @@ from koala.choices import SIDECAR_SUFFIX
 from koala.errors import KoalaError
 from koala.hints import Hint, check_on_scan, parse_sidecar, sidecar_name, to_json
 from koala.images import pil_guards
+from koala.scans import read_rgb16
 from tasks.archive_index import read_index
 from tasks.colorize_hints import hints_folder
 
@@ -51,7 +54,7 @@ def results(output: str) -> list[Result]:
             r.output_uri,
             int(r.width),
             int(r.height),
-            int(r.hints) if r.hints == r.hints and r.hints is not None else 0,
+            0 if pd.isna(r.hints) else int(r.hints),
         )
         for r in ok.sort_values("ordinal").itertuples()
     ]
@@ -94,13 +97,18 @@ def save_hints(output: str, result: Result, data: bytes) -> str:
 
 
 def shown_jpeg(result: Result, side: int | None = None) -> bytes:
-    """The result as a JPEG a browser shows (any format; long side at most ``side``, default
-    :data:`SHOWN_SIDE`)."""
+    """The result as a JPEG a browser shows (any format, 16-bit RGB too; long side at most
+    ``side``, default :data:`SHOWN_SIDE`)."""
     side = min(side or SHOWN_SIDE, SHOWN_SIDE)
     pil_guards()
-    with Image.open(io.BytesIO(storage.read_bytes(result.output_uri))) as img:
-        img.draft("RGB", (side, side))
-        shown = img.convert("RGB")
+    data = storage.read_bytes(result.output_uri)
+    with Image.open(io.BytesIO(data)) as img:
+        deep = read_rgb16(data, img.format or "")
+        if deep is not None:  # Pillow would clip 16-bit RGB: its top 8 bits
+            shown = Image.fromarray((deep[..., :3] >> 8).astype(np.uint8))
+        else:
+            img.draft("RGB", (side, side))
+            shown = img.convert("RGB")
     shown.thumbnail((side, side))
     buf = io.BytesIO()
     shown.save(buf, "JPEG", quality=88)
