@@ -287,7 +287,7 @@ def _read_input(row: dict, ref: InputRef, client, cfg: ColorizeConfig) -> Scan |
     row.update(width=scan.width, height=scan.height, input_mode=scan.input_mode)
     row.update(bit_depth=scan.bit_depth, note=scan.note or None)
     try:  # checked before the run for files; an HTTP input's size is known only now
-        check_on_scan(row["_hints"], scan.width, scan.height, f"hints of {ref.uri}")
+        check_on_scan(row.get("_hints", []), scan.width, scan.height, f"hints of {ref.uri}")
     except HintError as exc:
         row.update(status="failed", reason=f"bad_hint: {exc}")
         return None
@@ -323,7 +323,7 @@ def _merge_and_write(
     t0 = time.perf_counter()
     try:
         scans = [s for _, s, _ in pending]
-        hints = [row["_hints"] for row, _, _ in pending]
+        hints = [row.get("_hints", []) for row, _, _ in pending]
         predictions = _predict(model, backbone, scans, device, cfg.precision, cfg.saturation, hints)
     except Exception as exc:  # a model failure fails these rows, not the run
         for row, _, spent in pending:
@@ -334,7 +334,7 @@ def _merge_and_write(
         t1 = time.perf_counter()
         row["confidence"] = prediction.confidence
         try:
-            if row["_hints"]:
+            if row.get("_hints"):
                 size = (scan.width, scan.height)
                 ab = spread_hints(
                     prediction.light, prediction.ab, prediction.box, row["_hints"], size
@@ -427,8 +427,8 @@ def _write_output(row: dict, scan: Scan, prediction: Prediction, cfg, card: dict
         source=scan.metadata,
         source_uri=row["input_uri"],
         saturation=cfg.saturation,
-        hints=to_json(row["_hints"]).decode() if row["_hints"] else None,
-        hints_sha256=row["hints_digest"],
+        hints=to_json(row["_hints"]).decode() if row.get("_hints") else None,
+        hints_sha256=row.get("hints_digest"),
     )
     uri = _free_uri(output_uri(cfg, row["_name"], FORMATS[fmt]), row, card)
     storage.atomic_write_bytes(uri, data)
@@ -447,7 +447,7 @@ def _free_uri(uri: str, row: dict, card: dict) -> str:
         return uri
     made = read_provenance(storage.read_bytes(uri))
     saturation = float(made.get("saturation", 1.0))  # outputs before it was recorded: 1
-    mine = (row["input_uri"], card["version"], row["saturation"], row["hints_digest"])
+    mine = (row["input_uri"], card["version"], row["saturation"], row.get("hints_digest"))
     theirs = (made.get("sourceUri"), made.get("modelVersion"), saturation, made.get("hintsSha256"))
     if theirs == mine:
         return uri
