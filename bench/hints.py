@@ -4,9 +4,12 @@ the truth's a*b* averaged over the 5 x 5 patch around it (with the patch's L*, a
 
 Each photograph is made gray, colorized as ``koala colorize`` does it (the model's view, the
 hints spread over their regions, the guided merge at full resolution) and compared with the
-truth (RGB PSNR, and the colourfulness ratio). Writes ``hints.png`` (PSNR against hints),
-``samples.jpg`` (the first ``--samples`` photographs: truth, no hints, 10 hints with the hinted
-points ringed) and prints JSON last.
+truth (RGB PSNR, and the colourfulness ratio). With a model that takes hints (issue 28's
+hint-aware flagship) the hints also go into the network, and each way is scored apart:
+``network`` (hints into the model only), ``spread`` (the model without hints, the hints
+spread) and ``both`` (what ``koala colorize`` does); ``by_hints`` is the last.
+Writes ``hints.png`` (PSNR against hints), ``samples.jpg`` (the first ``--samples``
+photographs: truth, no hints, 10 hints with the hinted points ringed) and prints JSON last.
 
     python bench/hints.py --images ../shared/datasets/bsds500/val --out reports/hints
 """
@@ -28,11 +31,11 @@ from skimage.metrics import peak_signal_noise_ratio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from koala.colour import colorize_lightness, colourfulness
-from koala.hint_spread import spread_hints
 from koala.hints import Hint
 from koala.scans import read_scan
+from models.calibration import takes_hints
 from models.config import FLAGSHIP
-from tasks.colorize import _predict, ready_colorizer, resolve_device
+from tasks.colorize import _predict, ready_colorizer, resolve_device, with_hints
 from tasks.config import ColorizeConfig
 
 COUNTS = (0, 1, 5, 10, 20)
@@ -65,42 +68,62 @@ def main() -> None:
     model, backbone, _ = ready_colorizer(cfg)
     device = resolve_device(cfg.device)
     files = sorted(args.images.glob("*.jpg"))[: args.limit]
-    scores = {n: [] for n in COUNTS}
-    colour = {n: [] for n in COUNTS}
+    modes = ("network", "spread", "both") if takes_hints(model) else ("spread",)
+    scores = {m: {n: [] for n in COUNTS} for m in modes}
+    colour = {m: {n: [] for n in COUNTS} for m in modes}
     gray_psnr, rows = [], []
     for i, path in enumerate(files):
         truth = np.asarray(Image.open(path).convert("RGB"))
         buf = io.BytesIO()
         Image.fromarray(truth).convert("L").save(buf, "PNG")
         scan = read_scan(buf.getvalue(), "auto", cfg.limits)
-        (pred,) = _predict(model, backbone, [scan], device, cfg.precision)
+        (plain,) = _predict(model, backbone, [scan], device, cfg.precision)
         gray = np.repeat(np.asarray(scan.view.convert("L"))[..., None], 3, -1)
         gray_psnr.append(peak_signal_noise_ratio(truth, gray, data_range=255))
         rng = np.random.default_rng(args.seed + i)
         for n in COUNTS:
             hints = truth_hints(truth, n, rng)
-            ab = spread_hints(pred.light, pred.ab, pred.box, hints, (scan.width, scan.height))
-            rgb = colorize_lightness(scan.lightness, ab, pred.box, light_view=pred.light)
-            scores[n].append(peak_signal_noise_ratio(truth, rgb, data_range=255))
-            colour[n].append(colourfulness(rgb) / max(colourfulness(truth), 1e-6))
+            for mode in modes:
+                rgb = hinted_rgb(model, backbone, scan, plain, hints, mode, device, cfg.precision)
+                scores[mode][n].append(peak_signal_noise_ratio(truth, rgb, data_range=255))
+                colour[mode][n].append(colourfulness(rgb) / max(colourfulness(truth), 1e-6))
             if i < args.samples and n in (0, 10):
                 rows.append(ringed(rgb, hints) if n else [truth, rgb])
         print(f"{i + 1}/{len(files)} images", file=sys.stderr)
-    table = {
-        n: {"psnr": float(np.mean(scores[n])), "colourfulness_ratio": float(np.mean(colour[n]))}
-        for n in COUNTS
+    tables = {
+        mode: {
+            n: {
+                "psnr": float(np.mean(scores[mode][n])),
+                "colourfulness_ratio": float(np.mean(colour[mode][n])),
+            }
+            for n in COUNTS
+        }
+        for mode in modes
     }
-    plot(table, float(np.mean(gray_psnr)), args.out / "hints.png")
+    table = tables[modes[-1]]
+    plot(tables, float(np.mean(gray_psnr)), args.out / "hints.png")
     montage(rows, args.out / "samples.jpg")
     summary = {
         "images": len(files),
         "model": args.model,
         "gray_psnr": float(np.mean(gray_psnr)),
         "by_hints": table,
+        "by_mode": tables,
         "gain_10_over_0_db": table[10]["psnr"] - table[0]["psnr"],
     }
     (args.out / "hints.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary))
+
+
+def hinted_rgb(model, backbone, scan, plain, hints, mode, device, precision) -> np.ndarray:
+    """The full-resolution colorization of ``scan`` with ``hints`` taken the ``mode`` way;
+    ``plain`` is its prediction without hints."""
+    pred = plain
+    if hints and mode in ("network", "both"):
+        (pred,) = _predict(model, backbone, [scan], device, precision, hints=[hints])
+    if mode in ("spread", "both"):
+        pred = with_hints(pred, scan, hints)
+    return colorize_lightness(scan.lightness, pred.ab, pred.box, light_view=pred.light)
 
 
 def ringed(rgb: np.ndarray, hints: list[Hint]) -> np.ndarray:
@@ -135,14 +158,16 @@ def montage(rows: list, path: Path, height: int = 240) -> None:
         Image.fromarray(np.concatenate(padded, 0)).save(path, quality=90)
 
 
-def plot(table: dict, gray: float, path: Path) -> None:
+def plot(tables: dict, gray: float, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(list(table), [v["psnr"] for v in table.values()], "o-", label="Koala + hints")
+    for mode, table in tables.items():
+        label = "Koala + hints" if len(tables) == 1 else f"hints: {mode}"
+        ax.plot(list(table), [v["psnr"] for v in table.values()], "o-", label=label)
     ax.axhline(gray, color="gray", ls=":", label="gray input")
     ax.set_xlabel("hints per image (points from the truth)")
     ax.set_ylabel("PSNR (dB), full resolution")

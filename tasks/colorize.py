@@ -334,19 +334,23 @@ def _merge_and_write(
         t1 = time.perf_counter()
         row["confidence"] = prediction.confidence
         try:
-            if row.get("_hints"):
-                size = (scan.width, scan.height)
-                ab = spread_hints(
-                    prediction.light, prediction.ab, prediction.box, row["_hints"], size
-                )
-                prediction = prediction._replace(ab=ab)
-            _write_output(row, scan, prediction, cfg, card)
+            _write_output(row, scan, with_hints(prediction, scan, row.get("_hints")), cfg, card)
         except Exception as exc:
             if _fatal(exc):
                 raise OutputError(f"output {cfg.output!r}: {exc.strerror or exc}") from None
             row.update(status="failed", reason=f"write_failed: {one_line(exc)}")
         row["colorized_at"] = now()
         row["seconds"] = spent + share + time.perf_counter() - t1
+
+
+def with_hints(prediction: Prediction, scan: Scan, hints: list | None) -> Prediction:
+    """``prediction`` with its scan's colour ``hints`` spread over their regions (as it is
+    without hints)."""
+    if not hints:
+        return prediction
+    size = (scan.width, scan.height)
+    ab = spread_hints(prediction.light, prediction.ab, prediction.box, hints, size)
+    return prediction._replace(ab=ab)
 
 
 def colorize_batch(refs: list[InputRef], plan: RunPlan, cfg: ColorizeConfig) -> dict:

@@ -64,30 +64,36 @@ def read_hint_files(
     each input's path in the collection without its extension (key -> name). ``location`` (a
     CSV, a folder or a prefix) is the only place looked at when given; otherwise sidecars
     beside the scans, and those the review page wrote under ``output`` (which win)."""
+    parsed: dict[str, tuple[list[Hint], str]] = {}
     if location and location.lower().endswith(".csv"):
         if not storage.exists(location):
             raise KoalaError(f"--hints {location!r}: no such file")
         table = parse_csv(storage.read_bytes(location), location)
-        by_name = {posixpath.splitext(k)[0]: (v, location) for k, v in table.items()}
+        parsed = {posixpath.splitext(k)[0]: (v, location) for k, v in table.items()}
+        files = dict.fromkeys(parsed, location)
     elif location:
         if not storage.exists(location):
             raise KoalaError(f"--hints {location!r}: no such folder or prefix")
-        by_name = _parsed(sidecars_under(location))
+        files = sidecars_under(location)
     else:
-        by_name = _parsed(sidecars_under(source)) if source and _is_tree(source) else {}
-        by_name |= _parsed(sidecars_under(hints_folder(output))) if output else {}
-    found = {r.key: by_name[n] for r in refs if (n := names[r.key]) in by_name}
-    if len(by_name) > len(found):
-        unused = len(by_name) - len(found)
+        files = sidecars_under(source) if source and _is_tree(source) else {}
+        files |= sidecars_under(hints_folder(output)) if output else {}
+    matched = {r.key: n for r in refs if (n := names[r.key]) in files}
+    if unused := len(files) - len(set(matched.values())):
         log.warning("%d hints file(s) or CSV image(s) match no input of this run", unused)
+    found = {}
     for ref in refs:
-        if ref.key in found and (size := scan_size(ref.uri)) is not None:
+        if (name := matched.get(ref.key)) is None:
+            continue
+        found[ref.key] = parsed.get(name) or _parsed(files[name])
+        if (size := scan_size(ref.uri)) is not None:
             check_on_scan(found[ref.key][0], *size, found[ref.key][1])
     return found
 
 
-def _parsed(files: dict[str, str]) -> dict[str, tuple[list[Hint], str]]:
-    return {name: (parse_sidecar(storage.read_bytes(uri), uri), uri) for name, uri in files.items()}
+def _parsed(uri: str) -> tuple[list[Hint], str]:
+    """One sidecar's hints (only the files that match an input are read)."""
+    return parse_sidecar(storage.read_bytes(uri), uri), uri
 
 
 def _is_tree(source: str) -> bool:

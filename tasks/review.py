@@ -14,7 +14,6 @@ import pandas as pd
 from PIL import Image
 
 from koala import storage
-from koala.choices import SIDECAR_SUFFIX
 from koala.errors import KoalaError
 from koala.hints import Hint, check_on_scan, parse_sidecar, sidecar_name, to_json
 from koala.images import pil_guards
@@ -80,7 +79,7 @@ def beside(result: Result) -> str | None:
         return None
     if "::" in result.input_uri:
         return None
-    return result.input_uri.rsplit(".", 1)[0] + SIDECAR_SUFFIX
+    return sidecar_name(result.input_uri)
 
 
 def save_hints(output: str, result: Result, data: bytes) -> str:
