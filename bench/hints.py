@@ -58,13 +58,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=Path, required=True)
     ap.add_argument("--model", default=FLAGSHIP)
+    ap.add_argument(
+        "--registry", help="where --model is registered (a dataset root; default: shipped)"
+    )
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--samples", type=int, default=6, help="photographs in samples.jpg")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    cfg = ColorizeConfig(registry=tempfile.mkdtemp(), model=args.model, output=str(args.out))
+    cfg = ColorizeConfig(
+        registry=args.registry or tempfile.mkdtemp(), model=args.model, output=str(args.out)
+    )
     model, backbone, _ = ready_colorizer(cfg)
     device = resolve_device(cfg.device)
     files = sorted(args.images.glob("*.jpg"))[: args.limit]

@@ -191,10 +191,13 @@ class ChromaUNet(Colorizer):
         self, light: torch.Tensor, embedding: torch.Tensor, hints: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Bin scores (B, Q, H/4, W/4); ``hints`` (B, 3, H, W: a*b*/128 times the mask, and
-        the mask) reach a model built to take them (:func:`hint_maps`)."""
+        the mask) reach a model built to take them (:func:`hint_maps`). Such a model given
+        none reads empty maps, as its hint-free training samples did."""
         skips = lite0_features(self.encoder, light)[1:]
         x = self.fusion(skips[-1], embedding)
-        take = self.config.hints and hints is not None
+        take = self.config.hints
+        if take and hints is None:
+            hints = light.new_zeros(light.shape[0], 3, *light.shape[-2:])
         if take:
             x = self.hint_inputs[0](x, hints)
         for i, (up, skip) in enumerate(zip(self.ups, reversed(skips[:-1]), strict=True)):

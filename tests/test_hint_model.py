@@ -68,3 +68,16 @@ def test_the_hint_inputs_learn_in_training() -> None:
     model.train_step(light, embedding, ab, mask, opts)
     assert last.any()  # the zero-initialised projection moved
     assert ChromaUNetConfig().hints is False  # the shipped design takes no hints by default
+
+
+def test_no_hints_is_the_hint_free_path_that_training_taught() -> None:
+    _, model = models_pair()
+    with torch.no_grad():  # trained hint inputs answer empty maps with an offset of their own
+        for hint_input in model.hint_inputs:
+            hint_input.project[0].bias.fill_(0.5)
+            hint_input.project[-1].weight.normal_()
+    light = torch.rand(2, 1, SIZE, SIZE)
+    embedding = torch.randn(2, model.config.embedding_dim)
+    empty = hint_maps([[], []], [[], []], SIZE)
+    with torch.no_grad():
+        assert torch.equal(model(light, embedding), model(light, embedding, empty))
