@@ -14,7 +14,11 @@
 # whose test split is scored as "mix" (default D: set it when D is a union of datasets,
 # infra/dataset_union.sh, so that the score stays comparable); LR the peak learning rate;
 # CPUS (a taskset list, e.g. 0) pins the leg to those cores, so two variants can run side by
-# side on equal shares of the machine.
+# side on equal shares of the machine. DECODER (lite), RESOLUTION (128), FINETUNE_AFTER (1:
+# the encoder's late blocks train from the second epoch; a large number keeps them frozen) and
+# HINTS (false; true: the hint-taking model of issue 28, started from INIT_FROM with its hint
+# inputs at zero) set the rest of the recipe; TOTAL_SAMPLES (1,000,000: the learning rate's
+# cosine spans them) and EPOCH_SAMPLES (40,000: a val point and checkpoint that often) its length.
 # SIGINT/SIGTERM checkpoint at once and skip the scoring: run it again with LEG_MINUTES=0.01
 # to register and score the best model so far.
 set -euo pipefail
@@ -28,6 +32,12 @@ LEG_MINUTES=${LEG_MINUTES:-80}
 EVAL_LIMIT=${EVAL_LIMIT:-200}
 ADVERSARIAL_WEIGHT=${ADVERSARIAL_WEIGHT:-0}
 REBALANCE=${REBALANCE:-1.0}
+DECODER=${DECODER:-lite}
+RESOLUTION=${RESOLUTION:-128}
+FINETUNE_AFTER=${FINETUNE_AFTER:-1}
+HINTS=${HINTS:-false}
+TOTAL_SAMPLES=${TOTAL_SAMPLES:-1000000}
+EPOCH_SAMPLES=${EPOCH_SAMPLES:-40000}
 CURVE=${CURVE:-docs/campaign/curve.json}
 RESTART=${RESTART:-docs/campaign/restart}
 pin=()
@@ -37,10 +47,11 @@ init=()
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 mkdir -p "$CK"
 out=$("${pin[@]}" .venv/bin/koala train --data "$D" --models chroma_unet --resume \
-    --checkpoint-dir "$CK" "${init[@]}" --total-samples 1000000 --epoch-samples 40000 \
-    --leg-minutes "$LEG_MINUTES" --lr "$LR" --patience 100 --batch-size 16 --resolution 128 \
-    --set decoder=lite --set adversarial_weight="$ADVERSARIAL_WEIGHT" --set finetune_after=1 \
-    --set rebalance="$REBALANCE" |
+    --checkpoint-dir "$CK" "${init[@]}" --total-samples "$TOTAL_SAMPLES" \
+    --epoch-samples "$EPOCH_SAMPLES" --leg-minutes "$LEG_MINUTES" --lr "$LR" --patience 100 \
+    --batch-size 16 --resolution "$RESOLUTION" \
+    --set decoder="$DECODER" --set adversarial_weight="$ADVERSARIAL_WEIGHT" \
+    --set finetune_after="$FINETUNE_AFTER" --set rebalance="$REBALANCE" --set hints="$HINTS" |
     tee /dev/stderr)
 spec=$(grep -oE 'chroma_unet@[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}' <<<"$out" | tail -1 || true)
 if [ -z "$spec" ]; then
