@@ -348,6 +348,8 @@ def _epoch(run: _Run, epoch: int) -> bool:
     val = evaluate_val(run.model, run.val_loader, run.device)
     _record(run, epoch, totals, count, val)
     _keep_best(run, epoch, val)
+    if run.cfg.total_samples:
+        _keep_epoch(run, epoch, val)
     if run.cfg.total_samples and run.state["samples"] >= run.cfg.total_samples:
         stop = "the campaign's samples"
     elif run.state["stale"] >= run.cfg.patience:
@@ -498,6 +500,27 @@ def _keep_best(run: _Run, epoch: int, val: dict[str, float]) -> None:
         storage.atomic_write_bytes(storage.join(run.ckpt, "best.safetensors"), run.best_blob)
     else:
         run.state["stale"] += 1
+
+
+def _keep_epoch(run: _Run, epoch: int, val: dict[str, float]) -> str:
+    """A campaign keeps every epoch's weights (bf16) and card in ``CKPT/epochs/NNN/``, a
+    restart point that ``koala models import`` registers: the epoch that val CE did not pick
+    can still be scored and chosen (e.g. the best PSNR at a colourfulness floor)."""
+    folder = storage.join(run.ckpt, "epochs", f"{epoch + 1:03d}")
+    state = {
+        k: (v.to(torch.bfloat16) if v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in run.model.state_dict().items()
+    }
+    card = _card(run, dict(val), None) | {
+        "name": run.name,
+        "version": f"epoch-{epoch + 1:03d}",
+        "config": asdict(run.model.config),
+        "epoch": epoch + 1,
+    }
+    blob = save_safetensors(state)
+    storage.atomic_write_bytes(storage.join(folder, "weights.bf16.safetensors"), blob)
+    storage.atomic_write_bytes(storage.join(folder, "card.json"), json.dumps(card).encode())
+    return folder
 
 
 def _register(run: _Run) -> dict:

@@ -17,6 +17,7 @@ from flows.train import train_models
 from models.calibration import MAX_GAIN
 from models.registry import list_models, load_model
 from models.training import TrainConfig, checkpoint_dir, train_model
+from tasks.campaign import import_restart
 
 FAST = TrainConfig(epochs=2, batch_size=4, patience=5)
 
@@ -216,3 +217,13 @@ def test_a_campaign_resumed_mid_epoch_ends_where_an_unbroken_one_does(
     legs_seconds = sum(leg["hours"] for leg in card["legs"]) * 3600  # hours kept to 0.36 s
     assert abs(card["training_seconds"] - legs_seconds) < 1.0
     assert straight["epochs"] == resumed["epochs"] == 2
+    kept = tmp_path / "two" / "chroma_unet" / "epochs"
+    assert sorted(p.name for p in kept.iterdir()) == ["001", "002"]  # every epoch, as bf16
+    spec = import_restart(str(kept / "002"), str(features))
+    model, card = load_model(str(features), spec)
+    assert card["epoch"] == 2 and card["val_metrics"]["psnr"] == card["history"][-1]["val_psnr"]
+    assert all(
+        torch.equal(v.to(torch.bfloat16).float(), model.state_dict()[k])
+        for k, v in b.items()
+        if v.is_floating_point()
+    )
