@@ -83,6 +83,9 @@ class ChromaUNetConfig:
     #: the others get a geometric number of hints (mean 1 / hint_p), each the truth's mean
     #: a*b* over a square of 1 to 5 pixels at a random real pixel
     hint_p: float = 0.125
+    #: train the hint inputs alone: everything else stays as the model started, so without
+    #: hints it predicts exactly as the automatic model it was started from
+    hints_only: bool = False
     neighbours: int = 5
     sigma: float = 5.0
     #: guided upsampling: window radius (pixels of the quarter grid) and regulariser (L in [0, 1])
@@ -180,10 +183,24 @@ class ChromaUNet(Colorizer):
         self.temperature = config.temperature
         self.prior_correction = config.prior_correction
         self.set_encoder_trainable(not config.freeze_encoder)
+        if config.hints and config.hints_only:
+            for name, p in self.named_parameters():
+                p.requires_grad_(name.startswith("hint_inputs."))
+
+    def train(self, mode: bool = True) -> ChromaUNet:
+        super().train(mode)
+        if self.config.hints and self.config.hints_only:  # nothing but the hint inputs moves:
+            for name, child in self.named_children():  # no batch-norm statistics either
+                if name != "hint_inputs":
+                    child.eval()
+        return self
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """The encoder blocks from ``finetune_from`` on (the cheap, semantic, low-resolution
-        ones: backpropagation stops there, so fine-tuning costs little on a CPU)."""
+        ones: backpropagation stops there, so fine-tuning costs little on a CPU); none when
+        only the hint inputs train."""
+        if self.config.hints and self.config.hints_only:
+            return []
         blocks = self.encoder._blocks[self.config.finetune_from :]
         return [p for block in blocks for p in block.parameters()]
 
@@ -392,16 +409,18 @@ def confidence_map(logits: torch.Tensor) -> torch.Tensor:
 
 class HintInput(nn.Module):
     """Colour hints at one decoder stage: on its grid, each cell's hinted share and the mean
-    hinted a*b*/128 there, projected to the stage's channels and added. The projection's last
-    convolution starts at zero, so the stage starts as it was."""
+    hinted a*b*/128 there, projected to the stage's channels and added. The projection has no
+    biases, so a cell without a hint gets exactly nothing (the hinted flag is the bias where
+    there is one), and its last convolution starts at zero, so the stage starts as it was."""
 
     def __init__(self, channels: int, width: int = 32) -> None:
         super().__init__()
         self.project = nn.Sequential(
-            nn.Conv2d(3, width, 1), nn.ReLU(inplace=True), nn.Conv2d(width, channels, 1)
+            nn.Conv2d(3, width, 1, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, channels, 1, bias=False),
         )
         nn.init.zeros_(self.project[-1].weight)
-        nn.init.zeros_(self.project[-1].bias)
 
     def forward(self, x: torch.Tensor, hints: torch.Tensor) -> torch.Tensor:
         cells = F.interpolate(hints.float(), size=x.shape[-2:], mode="area")

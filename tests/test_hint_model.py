@@ -70,14 +70,31 @@ def test_the_hint_inputs_learn_in_training() -> None:
     assert ChromaUNetConfig().hints is False  # the shipped design takes no hints by default
 
 
-def test_no_hints_is_the_hint_free_path_that_training_taught() -> None:
-    _, model = models_pair()
-    with torch.no_grad():  # trained hint inputs answer empty maps with an offset of their own
+def test_without_hints_a_trained_hint_model_is_its_automatic_model() -> None:
+    plain, model = models_pair()
+    with torch.no_grad():  # hint inputs as training might leave them
         for hint_input in model.hint_inputs:
-            hint_input.project[0].bias.fill_(0.5)
-            hint_input.project[-1].weight.normal_()
+            for layer in (hint_input.project[0], hint_input.project[-1]):
+                layer.weight.normal_()
     light = torch.rand(2, 1, SIZE, SIZE)
     embedding = torch.randn(2, model.config.embedding_dim)
     empty = hint_maps([[], []], [[], []], SIZE)
     with torch.no_grad():
-        assert torch.equal(model(light, embedding), model(light, embedding, empty))
+        before = plain(light, embedding)
+        assert torch.equal(model(light, embedding), before)
+        assert torch.equal(model(light, embedding, empty), before)
+
+
+def test_hints_only_trains_the_hint_inputs_alone() -> None:
+    plain, model = models_pair(hint_free=0.0, hints_only=True, finetune_after=0)
+    model.train()
+    model.set_encoder_trainable(True)  # what fine-tuning would do: still nothing of the encoder
+    opts = model.optimizers(1e-3, 0.0)
+    light = torch.rand(4, 1, SIZE, SIZE)
+    embedding = torch.randn(4, model.config.embedding_dim)
+    ab, mask = torch.rand(4, 2, SIZE, SIZE) - 0.5, torch.ones(4, 1, SIZE, SIZE)
+    model.train_step(light, embedding, ab, mask, opts)
+    before, after = plain.state_dict(), model.state_dict()
+    moved = {k for k in after if k not in before or not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith("hint_inputs.") for k in moved)
+    assert any(model.hint_inputs[-1].project[-1].weight.flatten() != 0)
