@@ -18,7 +18,8 @@
 # the encoder's late blocks train from the second epoch; a large number keeps them frozen) and
 # HINTS (false; true: the hint-taking model of issue 28, started from INIT_FROM with its hint
 # inputs at zero) set the rest of the recipe; TOTAL_SAMPLES (1,000,000: the learning rate's
-# cosine spans them) and EPOCH_SAMPLES (40,000: a val point and checkpoint that often) its length.
+# cosine spans them) and EPOCH_SAMPLES (40,000: a val point and checkpoint that often) its length;
+# SETS adds KEY=VALUE model options (space-separated, e.g. "hints_only=true").
 # SIGINT/SIGTERM checkpoint at once and skip the scoring: run it again with LEG_MINUTES=0.01
 # to register and score the best model so far.
 set -euo pipefail
@@ -41,6 +42,8 @@ EPOCH_SAMPLES=${EPOCH_SAMPLES:-40000}
 CURVE=${CURVE:-docs/campaign/curve.json}
 RESTART=${RESTART:-docs/campaign/restart}
 pin=()
+sets=()
+for kv in ${SETS:-}; do sets+=(--set "$kv"); done
 [ -n "${CPUS:-}" ] && pin=(taskset -c "$CPUS")
 init=()
 [ -n "${INIT_FROM:-}" ] && [ ! -e "$CK/chroma_unet/state.json" ] && init=(--init-from "$INIT_FROM")
@@ -51,7 +54,7 @@ out=$("${pin[@]}" .venv/bin/koala train --data "$D" --models chroma_unet --resum
     --epoch-samples "$EPOCH_SAMPLES" --leg-minutes "$LEG_MINUTES" --lr "$LR" --patience 100 \
     --batch-size 16 --resolution "$RESOLUTION" \
     --set decoder="$DECODER" --set adversarial_weight="$ADVERSARIAL_WEIGHT" \
-    --set finetune_after="$FINETUNE_AFTER" --set rebalance="$REBALANCE" --set hints="$HINTS" |
+    --set finetune_after="$FINETUNE_AFTER" --set rebalance="$REBALANCE" --set hints="$HINTS" "${sets[@]}" |
     tee /dev/stderr)
 spec=$(grep -oE 'chroma_unet@[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}' <<<"$out" | tail -1 || true)
 if [ -z "$spec" ]; then
