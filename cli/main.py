@@ -901,13 +901,14 @@ def models_record_leg_cmd(
             summaries[name] = evaluate_models(
                 data=root, models=[model], report=out, split=split, limit=limit
             )
-        points = campaign.record_point(curve, campaign.leg_point(card, summaries, reference))
+        point = campaign.leg_point(card, summaries, reference)
+        points = campaign.record_point(curve, point)
         png = campaign.plot_curve(points, curve.rsplit(".", 1)[0] + ".png")
         if restart:
             campaign.export_restart(data, exact, restart)
     except KoalaError as exc:
         _fail(str(exc))
-    typer.echo(json.dumps(points[-1] if not reference else points[0], indent=1))
+    typer.echo(json.dumps(point, indent=1))  # this model's point, wherever it sorts
     typer.echo(f"curve: {curve} ({png})")
 
 

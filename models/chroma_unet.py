@@ -250,7 +250,10 @@ class ChromaUNet(Colorizer):
     def fit_prior(self, batches: Iterable[dict]) -> None:
         """The training split's smoothed a*b* bin distribution (from up to
         :data:`PRIOR_SAMPLES` samples, on the stride-4 grid), and the rebalancing weights when
-        rebalancing."""
+        rebalancing; none of it when only the hint inputs train (the model stays as it
+        started)."""
+        if self.config.hints and self.config.hints_only:
+            return
         counts = torch.zeros(len(self.centres), dtype=torch.long)
         centres, n = self.centres.cpu(), 0
         for b in batches:

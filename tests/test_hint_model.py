@@ -94,6 +94,7 @@ def test_hints_only_trains_the_hint_inputs_alone() -> None:
     embedding = torch.randn(4, model.config.embedding_dim)
     ab, mask = torch.rand(4, 2, SIZE, SIZE) - 0.5, torch.ones(4, 1, SIZE, SIZE)
     model.train_step(light, embedding, ab, mask, opts)
+    model.fit_prior([{"ab": ab, "box": torch.tensor([[0, 0, SIZE, SIZE]] * 4)}])
     before, after = plain.state_dict(), model.state_dict()
     moved = {k for k in after if k not in before or not torch.equal(before[k], after[k])}
     assert moved and all(k.startswith("hint_inputs.") for k in moved)
