@@ -491,8 +491,10 @@ def _record(
 
 
 def _keep_best(run: _Run, epoch: int, val: dict[str, float]) -> None:
-    """Save the weights when val improved; else count one more epoch without improvement."""
-    if val["loss"] < run.state["best_val"]:
+    """Save the weights when val improved or held (a tie goes to the later epoch: a model
+    training its hint inputs alone keeps its val loss); else count one more epoch without
+    improvement."""
+    if val["loss"] <= run.state["best_val"]:
         run.state.update(best_val=val["loss"], best_epoch=epoch + 1, stale=0, best_psnr=val["psnr"])
         run.best_blob = save_safetensors(
             {k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()}
