@@ -30,6 +30,27 @@ def test_shipped_flagship_is_a_small_registered_champion() -> None:
     assert card["training"]["resolution"] and card["epochs_run"] >= 1
 
 
+def test_shipped_flagship_takes_hints_and_without_them_is_the_model_it_grew_from() -> None:
+    """Issue 28: the hint-taking flagship was the 2026-12-02 model with hint inputs trained
+    alone; without hints it predicts exactly as that model, with one it predicts otherwise."""
+    import torch
+
+    from models.calibration import takes_hints
+    from models.chroma_unet import hint_maps
+
+    model, card = load_model(SHIPPED, FLAGSHIP)
+    origin, _ = load_model(SHIPPED, card["training"]["init_from"])
+    assert takes_hints(model) and not takes_hints(origin)
+    torch.manual_seed(0)
+    light = torch.rand(1, 1, 64, 64)
+    embedding = torch.randn(1, card["config"]["embedding_dim"])
+    maps = hint_maps([[(20, 20, 30, 30)]], [[(60.0, 40.0)]], 64)
+    with torch.no_grad():
+        plain = origin(light, embedding)
+        assert torch.equal(model(light, embedding), plain)
+        assert not torch.allclose(model(light, embedding, maps), plain, atol=1e-3)
+
+
 def test_previous_flagship_still_ships() -> None:
     version = champion(SHIPPED, "unet")
     assert version and load_model(SHIPPED, "unet")[1]["version"] == version
