@@ -30,8 +30,12 @@ STYLE = """body{font:15px system-ui,sans-serif;margin:1.5em;color:#222}
 
 SCRIPT = """const pic=document.getElementById('pic'),stage=document.getElementById('stage');
 const list=document.getElementById('list'),status=document.getElementById('status');
-function colourOf(){const n=document.getElementById('named').value.trim();
-  return n||document.getElementById('colour').value}
+const named=document.getElementById('named'),picker=document.getElementById('colour');
+function colourOf(){return named.value.trim()||picker.value}
+named.addEventListener('input',()=>{const c=document.createElement('canvas').getContext('2d');
+  const v=named.value.trim();c.fillStyle='#010203';c.fillStyle=v;
+  if(v&&c.fillStyle!=='#010203')picker.value=c.fillStyle});  // the picker shows the name
+picker.addEventListener('input',()=>{named.value=''});  // a picked colour replaces the name
 function mark(h){const m=document.createElement('span');m.className='mark';
   m.style.background=h.colour;
   if('box'in h){const[l,t,r,b]=h.box;Object.assign(m.style,{left:100*l/W+'%',top:100*t/H+'%',

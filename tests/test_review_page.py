@@ -81,6 +81,7 @@ def test_click_a_point_choose_a_colour_save_and_the_rerun_honours_it(
             )
         )
         driver.find_element(By.ID, "named").send_keys("crimson")
+        assert driver.find_element(By.ID, "colour").get_attribute("value") == "#dc143c"
         scale = pic.size["width"] / SIZE[0]
         dx = round(DISC[0] * scale - pic.size["width"] / 2)
         dy = round(DISC[1] * scale - pic.size["height"] / 2)
