@@ -88,8 +88,13 @@ def test_models_list_without_arguments_shows_the_shipped_models(
     finally:
         get_settings.cache_clear()
     assert out.exit_code == 0, out.output
+    from models.registry import SHIPPED, champion
+
     lines = out.output.splitlines()
-    assert lines[0].startswith("shipped with Koala (") and "* chroma_unet@" in lines[1]
+    assert lines[0].startswith("shipped with Koala (")
+    marked = [line for line in lines if line.lstrip().startswith("* ")]  # the champions
+    assert f"* chroma_unet@{champion(SHIPPED, 'chroma_unet')}" in "\n".join(marked)
+    assert any(" chroma_unet@20261202T173843544Z-9701e3" in line for line in lines)
     assert str(tmp_path) not in out.output  # no registry there: not mentioned
 
 
